@@ -1,0 +1,1 @@
+"""One module per channel: send a batch, parse inbound, nothing else. Never imports hub."""

@@ -1,0 +1,203 @@
+"""Notices: create (validated), start (now or at a time), cancel, and count how they are doing."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+
+from flask_babel import gettext as _
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from hub import queues
+from hub.clock import utcnow
+from hub.models import (
+    Area,
+    Broadcast,
+    BroadcastContent,
+    BroadcastStatus,
+    ChannelPolicy,
+    Delivery,
+    DeliveryStatus,
+    Priority,
+    Topic,
+)
+from hub.runtime import Runtime
+from hub.staff import audit
+
+MAX_TITLE = 200
+
+
+class BroadcastError(ValueError):
+    """Bad input for a notice; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class NoticeDraft:
+    title: str
+    topic: str  # slug
+    areas: tuple[str, ...]  # slugs; empty means the whole city
+    priority: str
+    channel_policy: str
+    bodies: dict[str, str]  # locale -> text
+    scheduled_at: datetime | None = None  # naive UTC
+
+
+def create_broadcast(
+    session: Session, draft: NoticeDraft, *, created_by: str, default_locale: str, now=None
+) -> Broadcast:
+    """Validate a draft and store it as a notice ready to start; raises BroadcastError."""
+    now = now or utcnow()
+    title = draft.title.strip()
+    if not title or len(title) > MAX_TITLE:
+        raise BroadcastError(_("the title must have 1 to %(n)d characters", n=MAX_TITLE))
+    if draft.priority not in Priority.ALL:
+        raise BroadcastError(_("unknown priority %(value)s", value=draft.priority))
+    if draft.channel_policy not in ChannelPolicy.ALL:
+        raise BroadcastError(_("unknown channel policy %(value)s", value=draft.channel_policy))
+    bodies = {loc: text.strip() for loc, text in draft.bodies.items() if text and text.strip()}
+    if default_locale not in bodies:
+        raise BroadcastError(_("the text in %(locale)s is required", locale=default_locale))
+    if draft.scheduled_at is not None and draft.scheduled_at <= now:
+        raise BroadcastError(_("the scheduled time is in the past"))
+    topic = session.scalar(select(Topic).where(Topic.slug == draft.topic))
+    if topic is None:
+        raise BroadcastError(_("unknown topic %(topic)s", topic=draft.topic))
+    areas = _areas(session, draft.areas)
+    broadcast = Broadcast(
+        title=title,
+        topic=topic,
+        areas=areas,
+        priority=draft.priority,
+        channel_policy=draft.channel_policy,
+        scheduled_at=draft.scheduled_at,
+        status=BroadcastStatus.DRAFT,
+        created_by=created_by,
+        created_at=now,
+        contents=[BroadcastContent(locale=loc, title=title, body=b) for loc, b in bodies.items()],
+    )
+    session.add(broadcast)
+    session.flush()
+    return broadcast
+
+
+def _areas(session: Session, slugs: tuple[str, ...]) -> list[Area]:
+    wanted = list(dict.fromkeys(slugs))
+    found = {a.slug: a for a in session.scalars(select(Area).where(Area.slug.in_(wanted)))}
+    unknown = [s for s in wanted if s not in found]
+    if unknown:
+        raise BroadcastError(_("unknown area %(area)s", area=", ".join(unknown)))
+    return [found[s] for s in wanted]
+
+
+def mark_scheduled(session: Session, broadcast: Broadcast, approved_by: str) -> None:
+    """A draft becomes ready for its planning job (now, or at its scheduled time)."""
+    if broadcast.status != BroadcastStatus.DRAFT:
+        raise BroadcastError(_("only a draft can be sent"))
+    broadcast.status = BroadcastStatus.SCHEDULED
+    broadcast.approved_by = approved_by
+
+
+def cancel_broadcast(session: Session, broadcast_id: int) -> int:
+    """Stop what has not gone yet; returns how many deliveries were cancelled."""
+    broadcast = session.get(Broadcast, broadcast_id)
+    if broadcast is None:
+        raise BroadcastError(_("no notice %(id)d", id=broadcast_id))
+    if broadcast.status in (BroadcastStatus.DONE, BroadcastStatus.CANCELLED):
+        raise BroadcastError(_("the notice has already finished"))
+    broadcast.status = BroadcastStatus.CANCELLED
+    broadcast.finished_at = utcnow()
+    result = session.execute(
+        update(Delivery)
+        .where(
+            Delivery.broadcast_id == broadcast_id,
+            Delivery.status.in_((DeliveryStatus.PENDING, DeliveryStatus.RETRY)),
+        )
+        .values(status=DeliveryStatus.CANCELLED, claim_id=None)
+    )
+    return result.rowcount
+
+
+@dataclass
+class Progress:
+    broadcast_id: int
+    status: str
+    total: int
+    by_status: Counter
+    by_channel_status: dict[tuple[str, str], int]
+
+    @property
+    def open(self) -> int:
+        return sum(self.by_status[s] for s in DeliveryStatus.OPEN)
+
+    @property
+    def final(self) -> int:
+        return self.total - self.open
+
+
+def progress(session: Session, broadcast_id: int) -> Progress:
+    broadcast = session.get(Broadcast, broadcast_id)
+    if broadcast is None:
+        raise BroadcastError(_("no notice %(id)d", id=broadcast_id))
+    rows = session.execute(
+        select(Delivery.channel, Delivery.status, func.count())
+        .where(Delivery.broadcast_id == broadcast_id)
+        .group_by(Delivery.channel, Delivery.status)
+    ).all()
+    by_status: Counter = Counter()
+    by_channel_status = {}
+    for channel, status, count in rows:
+        by_status[status] += count
+        by_channel_status[(channel, status)] = count
+    return Progress(
+        broadcast_id, broadcast.status, sum(by_status.values()), by_status, by_channel_status
+    )
+
+
+def deferred_count(session: Session, broadcast_id: int, now: datetime | None = None) -> int:
+    """Open deliveries waiting for a later time (quiet hours or a retry back-off)."""
+    now = now or utcnow()
+    return session.scalar(
+        select(func.count()).where(
+            Delivery.broadcast_id == broadcast_id,
+            Delivery.status.in_((DeliveryStatus.PENDING, DeliveryStatus.RETRY)),
+            Delivery.not_before > now,
+        )
+    )
+
+
+def recent_broadcasts(session: Session, limit: int = 50) -> list[tuple[Broadcast, Counter]]:
+    """The newest notices with their delivery counts by status (the staff home page)."""
+    broadcasts = list(session.scalars(select(Broadcast).order_by(Broadcast.id.desc()).limit(limit)))
+    counts: dict[int, Counter] = {b.id: Counter() for b in broadcasts}
+    if broadcasts:
+        rows = session.execute(
+            select(Delivery.broadcast_id, Delivery.status, func.count())
+            .where(Delivery.broadcast_id.in_(counts))
+            .group_by(Delivery.broadcast_id, Delivery.status)
+        )
+        for broadcast_id, status, count in rows:
+            counts[broadcast_id][status] = count
+    return [(b, counts[b.id]) for b in broadcasts]
+
+
+def send_notice(rt: Runtime, draft: NoticeDraft, *, actor: str) -> int:
+    """Create a notice and start it (now, or at its time): the planning job does the rest."""
+    with rt.session() as session:
+        broadcast = create_broadcast(
+            session, draft, created_by=actor, default_locale=rt.settings.default_locale
+        )
+        mark_scheduled(session, broadcast, approved_by=actor)
+        audit(
+            session,
+            actor,
+            "broadcast.send",
+            f"broadcast:{broadcast.id}",
+            priority=broadcast.priority,
+            topic=draft.topic,
+            areas=list(draft.areas),
+        )
+        broadcast_id, priority, at = broadcast.id, broadcast.priority, broadcast.scheduled_at
+    queues.enqueue_plan(rt.redis, priority, broadcast_id, at)
+    return broadcast_id

@@ -1,0 +1,403 @@
+"""The `hub` command (also `flask --app hub ...`). Bad arguments exit 2 with a one-line reason."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import time
+from datetime import UTC, datetime
+
+import click
+from flask import current_app
+from flask.cli import FlaskGroup, with_appcontext
+from sqlalchemy import select
+
+from hub.models import Area, ChannelPolicy, DeliveryStatus, Priority, Role, Topic
+
+
+class BadInput(click.ClickException):
+    """A clear one-line error; exit status 2 like any other usage error."""
+
+    exit_code = 2
+
+
+def rt():
+    return current_app.extensions["hub"]
+
+
+def _cli_locale() -> str:
+    """CLI messages follow the operator's LANG (en_US.UTF-8 -> en), else the hub's default."""
+    settings = rt().settings
+    lang = os.environ.get("HUB_CLI_LOCALE") or os.environ.get("LANG", "")
+    code = lang.split("_")[0].split(".")[0].lower()
+    return code if code in settings.locales else settings.default_locale
+
+
+# -- database and reference data ---------------------------------------------------------------
+
+db_group = click.Group("db", help="Database schema.")
+
+
+@db_group.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@with_appcontext
+def db_upgrade(revision: str):
+    """Create or migrate the database schema."""
+    from hub.migrate import upgrade
+
+    upgrade(rt().settings.database_url, revision)
+    click.echo(f"database at revision {revision}")
+
+
+seed_group = click.Group("seed", help="Reference and demo data.")
+
+
+@seed_group.command("kranj")
+@with_appcontext
+def seed_kranj_command():
+    """Kranj's 26 local communities as areas, and a starter set of topics."""
+    from hub.seed import seed_kranj
+
+    with rt().session() as session:
+        areas, topics = seed_kranj(session)
+    click.echo(f"added {areas} areas and {topics} topics")
+
+
+@seed_group.command("demo")
+@click.option("--residents", default=300, show_default=True, type=click.IntRange(1, 1_000_000))
+@with_appcontext
+def seed_demo_command(residents: int):
+    """Demo residents and staff logins (the passwords are printed once)."""
+    from hub.seed import seed_demo
+
+    with rt().session() as session:
+        logins = seed_demo(session, residents=residents)
+    _print_logins(logins)
+
+
+def _print_logins(logins: dict[str, str]) -> None:
+    roles = dict(_demo_roles())
+    for email, password in logins.items():
+        click.echo(f"  {roles.get(email, ''):<12} {email:<28} {password}")
+
+
+def _demo_roles():
+    from hub.seed import DEMO_STAFF
+
+    return DEMO_STAFF
+
+
+def _list_named(model) -> None:
+    locale = rt().settings.default_locale
+    with rt().session() as session:
+        for slug, names in session.execute(select(model.slug, model.names).order_by(model.slug)):
+            click.echo(f"{slug}\t{names.get(locale) or next(iter(names.values()), '')}")
+
+
+areas_group = click.Group("areas", help="Areas (local communities).")
+topics_group = click.Group("topics", help="Topics residents follow.")
+
+
+@areas_group.command("list")
+@with_appcontext
+def areas_list():
+    """One `slug<TAB>name` a line."""
+    _list_named(Area)
+
+
+@topics_group.command("list")
+@with_appcontext
+def topics_list():
+    """One `slug<TAB>name` a line."""
+    _list_named(Topic)
+
+
+# -- people ----------------------------------------------------------------------------------
+
+users_group = click.Group("users", help="Staff accounts.")
+
+
+@users_group.command("create")
+@click.option("--email", required=True)
+@click.option("--role", required=True, type=click.Choice(Role.ALL))
+@with_appcontext
+def users_create(email: str, role: str):
+    """Create a staff account; its first password is printed once."""
+    from hub.contacts import InvalidAddress
+    from hub.staff import audit, create_staff_user
+
+    password = secrets.token_urlsafe(12)
+    try:
+        with rt().session() as session:
+            user = create_staff_user(session, email=email, role=role, password=password)
+            audit(session, "cli", "staff.create", f"staff:{user.id}", role=role)
+    except (ValueError, InvalidAddress) as exc:
+        raise BadInput(str(exc)) from None
+    click.echo(f"created {role} {user.email}; password (shown once): {password}")
+
+
+residents_group = click.Group("residents", help="Residents.")
+
+
+@residents_group.command("import")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False))
+@with_appcontext
+def residents_import(csv_file: str):
+    """Import residents from a UTF-8 CSV (name,email,phone,locale,area,topics[,channels,
+    quiet_hours]). Any bad row: nothing is imported and every bad row is listed."""
+    from flask_babel import force_locale
+
+    from hub.residents import ImportRejected, import_rows, read_csv
+
+    settings = rt().settings
+    with force_locale(_cli_locale()), rt().session() as session:
+        try:
+            with open(csv_file, encoding="utf-8-sig", newline="") as stream:
+                rows = read_csv(session, stream, settings.locales, settings.default_locale)
+        except UnicodeDecodeError as exc:
+            raise BadInput(f"{csv_file} is not UTF-8: {exc.reason} at byte {exc.start}") from None
+        except ImportRejected as rejected:
+            for error in rejected.errors:
+                click.echo(str(error), err=True)
+            raise BadInput(
+                f"{len(rejected.errors)} bad rows in {csv_file}; nothing was imported"
+            ) from None
+        with click.progressbar(length=len(rows), label="importing", file=sys.stderr) as bar:
+            imported = import_rows(session, rows, progress=bar.update)
+    click.echo(f"imported {imported} residents")
+
+
+# -- notices -----------------------------------------------------------------------------------
+
+broadcast_group = click.Group("broadcast", help="Notices to residents.")
+
+
+def _parse_at(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise BadInput(
+            f"--at must be an ISO time like 2026-12-01T08:00+01:00, not {value!r}"
+        ) from None
+    if moment.tzinfo is None:
+        from zoneinfo import ZoneInfo
+
+        moment = moment.replace(tzinfo=ZoneInfo(rt().settings.timezone))
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+@broadcast_group.command("send")
+@click.option("--topic", required=True, help="Topic slug (hub topics list).")
+@click.option("--area", "areas", multiple=True, help="Area slug; repeat; none = whole city.")
+@click.option(
+    "--priority", type=click.Choice(Priority.ALL), default=Priority.NORMAL, show_default=True
+)
+@click.option(
+    "--channels",
+    "policy",
+    type=click.Choice(ChannelPolicy.ALL),
+    default=ChannelPolicy.PREFERRED,
+    show_default=True,
+)
+@click.option("--title", required=True)
+@click.option("--body-sl", default="", help="Text in Slovenian (required).")
+@click.option("--body-en", default="", help="Text in English.")
+@click.option("--at", "at", default=None, help="Send later: ISO time (local time if no offset).")
+@click.option("--wait", is_flag=True, help="Show progress until every delivery is final.")
+@with_appcontext
+def broadcast_send(topic, areas, priority, policy, title, body_sl, body_en, at, wait):
+    """Plan and send a notice; each resident gets it in their own language."""
+    from flask_babel import force_locale
+
+    from hub.broadcasts import BroadcastError, NoticeDraft, send_notice
+
+    draft = NoticeDraft(
+        title=title,
+        topic=topic,
+        areas=tuple(areas),
+        priority=priority,
+        channel_policy=policy,
+        bodies={"sl": body_sl, "en": body_en},
+        scheduled_at=_parse_at(at),
+    )
+    with force_locale(_cli_locale()):
+        try:
+            broadcast_id = send_notice(rt(), draft, actor="cli")
+        except BroadcastError as exc:
+            raise BadInput(str(exc)) from None
+    click.echo(f"notice {broadcast_id} queued" + (f" for {at}" if at else ""))
+    if wait:
+        _wait_for(broadcast_id)
+
+
+@broadcast_group.command("status")
+@click.argument("broadcast_id", type=int)
+@with_appcontext
+def broadcast_status(broadcast_id: int):
+    """Counts by status and channel."""
+    _print_summary(broadcast_id)
+
+
+@broadcast_group.command("cancel")
+@click.argument("broadcast_id", type=int)
+@with_appcontext
+def broadcast_cancel(broadcast_id: int):
+    """Cancel what has not been sent yet."""
+    from hub.broadcasts import BroadcastError, cancel_broadcast
+    from hub.staff import audit
+
+    try:
+        with rt().session() as session:
+            cancelled = cancel_broadcast(session, broadcast_id)
+            audit(session, "cli", "broadcast.cancel", f"broadcast:{broadcast_id}")
+    except BroadcastError as exc:
+        raise BadInput(str(exc)) from None
+    click.echo(f"cancelled {cancelled} deliveries of notice {broadcast_id}")
+
+
+def _load_progress(broadcast_id: int):
+    from hub.broadcasts import deferred_count, progress
+
+    with rt().session() as session:
+        return progress(session, broadcast_id), deferred_count(session, broadcast_id)
+
+
+def _wait_for(broadcast_id: int) -> None:
+    """A live bar until every delivery is final (or waits for quiet hours to end)."""
+    current, deferred = _load_progress(broadcast_id)
+    while current.status in ("scheduled", "planning") or (
+        current.total == 0 and current.status not in ("done", "cancelled")
+    ):
+        time.sleep(0.5)
+        current, deferred = _load_progress(broadcast_id)
+    with click.progressbar(
+        length=max(current.total, 1), label="sending", file=sys.stderr, show_pos=True
+    ) as bar:
+        done = 0
+        while True:
+            current, deferred = _load_progress(broadcast_id)
+            bar.length = max(current.total, 1)
+            bar.update(current.final - done)
+            done = current.final
+            if current.open == 0 or current.open == deferred:
+                break
+            time.sleep(0.5)
+    _print_summary(broadcast_id)
+
+
+def _print_summary(broadcast_id: int) -> None:
+    from hub.broadcasts import BroadcastError
+
+    try:
+        current, deferred = _load_progress(broadcast_id)
+    except BroadcastError as exc:
+        raise BadInput(str(exc)) from None
+    click.echo(f"notice {broadcast_id}: {current.status}, {current.total} deliveries")
+    order = list(DeliveryStatus.OPEN + DeliveryStatus.FINAL)
+    for (channel, status), count in sorted(
+        current.by_channel_status.items(), key=lambda item: (item[0][0], order.index(item[0][1]))
+    ):
+        click.echo(f"  {channel:<9} {status:<12} {count}")
+    if deferred:
+        click.echo(f"  {deferred} wait for the residents' quiet hours to end (or a retry)")
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+
+@click.command("worker")
+@click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
+@click.option("--no-sweeper", is_flag=True, help="Do not run the periodic sweeper here.")
+@with_appcontext
+def worker_command(burst: bool, no_sweeper: bool):
+    """Work the queues: emergency, high, default, bulk (in that order)."""
+    from hub.worker import run_worker
+
+    run_worker(current_app._get_current_object(), burst=burst, sweeper=not no_sweeper)
+
+
+@click.command("sweep")
+@with_appcontext
+def sweep_command():
+    """Recover lost or stuck work once, and print what was done."""
+    from hub.sweeper import sweep
+
+    report = sweep(rt())
+    click.echo(
+        f"released {report.released} stuck rows, re-queued {report.requeued_chunks} chunks, "
+        f"started {len(report.started)} notices, finished {len(report.finished)}"
+    )
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=None, help="Default: HUB_PORT or 5000."
+)
+@with_appcontext
+def serve_command(host: str, port: int | None):
+    """The web app, plus the sandbox stand-ins while providers have no credentials."""
+    from hub.serve import serve
+
+    serve(current_app._get_current_object(), host, port or rt().settings.port)
+
+
+@click.command("demo")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 16))
+@click.option("--residents", default=300, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--port", type=click.IntRange(1, 65535), default=None)
+@with_appcontext
+def demo_command(workers: int, residents: int, port: int | None):
+    """Everything in one command: database, Redis, workers, stand-ins, web, demo data."""
+    from hub.serve import run_demo
+
+    run_demo(
+        current_app._get_current_object(),
+        workers=workers,
+        residents=residents,
+        port=port or rt().settings.port,
+    )
+
+
+COMMANDS = (
+    db_group,
+    seed_group,
+    areas_group,
+    topics_group,
+    users_group,
+    residents_group,
+    broadcast_group,
+    worker_command,
+    sweep_command,
+    serve_command,
+    demo_command,
+)
+
+
+def register(app) -> None:
+    for command in COMMANDS:
+        app.cli.add_command(command)
+
+
+def _create_app():
+    from hub import create_app
+
+    return create_app()
+
+
+main = FlaskGroup(
+    name="hub",
+    create_app=_create_app,
+    add_default_commands=False,
+    add_version_option=False,
+    load_dotenv=False,
+    help="Mestni glas: the city's voice.",
+)
+for _command in COMMANDS:
+    main.add_command(_command)
+
+if __name__ == "__main__":
+    main()

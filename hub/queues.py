@@ -1,0 +1,136 @@
+"""The only module that knows queue names, job ids and job defaults."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+import redis
+from rq import Queue
+from rq.job import Job, JobStatus
+
+from hub.models import Priority
+
+# Workers listen in this order, so an emergency never waits behind a bulk send.
+QUEUE_NAMES = ("emergency", "high", "default", "bulk")
+PRIORITY_QUEUE = {
+    Priority.EMERGENCY: "emergency",
+    Priority.NORMAL: "default",
+    Priority.BULK: "bulk",
+}
+
+SEND_JOB = "hub.delivery.send_chunk"
+PLAN_JOB = "hub.planning.plan_job"
+JOB_TIMEOUT_S = 600
+RESULT_TTL_S = 300
+WAITING_STATUSES = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
+
+
+def queue(connection: redis.Redis, name: str) -> Queue:
+    return Queue(name, connection=connection, default_timeout=JOB_TIMEOUT_S)
+
+
+def all_queues(connection: redis.Redis) -> list[Queue]:
+    return [queue(connection, name) for name in QUEUE_NAMES]
+
+
+def send_job_id(broadcast_id: int, bucket: int) -> str:
+    return f"send-{broadcast_id}-{bucket}"
+
+
+def enqueue_send_chunks(
+    connection: redis.Redis, priority: str, chunks: Iterable[tuple[int, int]]
+) -> int:
+    """Enqueue one send job per (broadcast, bucket) in one pipeline; returns how many."""
+    q = queue(connection, PRIORITY_QUEUE[priority])
+    prepared = [
+        Queue.prepare_data(
+            SEND_JOB,
+            args=(broadcast_id, bucket),
+            job_id=send_job_id(broadcast_id, bucket),
+            result_ttl=RESULT_TTL_S,
+            timeout=JOB_TIMEOUT_S,
+        )
+        for broadcast_id, bucket in chunks
+    ]
+    for start in range(0, len(prepared), 1000):
+        with connection.pipeline() as pipe:
+            q.enqueue_many(prepared[start : start + 1000], pipeline=pipe)
+            pipe.execute()
+    return len(prepared)
+
+
+def schedule_send_chunk(
+    connection: redis.Redis, priority: str, broadcast_id: int, bucket: int, at: datetime
+) -> None:
+    """Run a chunk's job again at `at` (UTC): rows deferred by quiet hours, back-off or rate.
+
+    The id differs from the chunk's own job id: the job that schedules this is still running
+    under that id, and RQ would mark the shared record finished when it ends."""
+    q = queue(connection, PRIORITY_QUEUE[priority])
+    q.enqueue_at(
+        at.replace(tzinfo=UTC),
+        SEND_JOB,
+        broadcast_id,
+        bucket,
+        job_id=f"{send_job_id(broadcast_id, bucket)}-at{int(at.replace(tzinfo=UTC).timestamp())}",
+        result_ttl=RESULT_TTL_S,
+        job_timeout=JOB_TIMEOUT_S,
+    )
+
+
+RUNNING_KEY = "hub:running:{}"
+
+
+def mark_running(connection: redis.Redis, job_id: str, ttl_s: int) -> None:
+    """A heartbeat: while it lives, the job with this id is really running somewhere."""
+    connection.set(RUNNING_KEY.format(job_id), 1, ex=ttl_s)
+
+
+def clear_running(connection: redis.Redis, job_id: str) -> None:
+    connection.delete(RUNNING_KEY.format(job_id))
+
+
+def live_jobs(connection: redis.Redis, job_ids: list[str]) -> list[bool]:
+    """For each id: is that job waiting (queued, scheduled, deferred) or heart-beating?
+
+    RQ's own "started" is not enough: a worker killed with SIGKILL leaves its job "started"
+    until RQ's maintenance notices, minutes later."""
+    jobs = Job.fetch_many(job_ids, connection=connection)
+    with connection.pipeline() as pipe:
+        for job_id in job_ids:
+            pipe.exists(RUNNING_KEY.format(job_id))
+        running = pipe.execute()
+    return [
+        bool(beat) or (job is not None and job.get_status(refresh=False) in WAITING_STATUSES)
+        for job, beat in zip(jobs, running, strict=True)
+    ]
+
+
+def retry_delay(attempt: int) -> timedelta:
+    """Back-off after the n-th failed attempt: 30 s, 2 min, 8 min, 32 min, then hourly."""
+    return timedelta(seconds=min(30 * 4 ** (attempt - 1), 3600))
+
+
+def queue_depths(connection: redis.Redis) -> dict[str, int]:
+    return {q.name: q.count for q in all_queues(connection)}
+
+
+def plan_job_id(broadcast_id: int) -> str:
+    return f"plan-{broadcast_id}"
+
+
+def enqueue_plan(
+    connection: redis.Redis, priority: str, broadcast_id: int, at: datetime | None = None
+) -> None:
+    """Queue the planning job of a notice, now or at its scheduled time (naive UTC)."""
+    q = queue(connection, PRIORITY_QUEUE[priority])
+    options = {
+        "job_id": plan_job_id(broadcast_id),
+        "result_ttl": RESULT_TTL_S,
+        "job_timeout": JOB_TIMEOUT_S * 6,
+    }
+    if at is None:
+        q.enqueue(PLAN_JOB, broadcast_id, **options)
+    else:
+        q.enqueue_at(at.replace(tzinfo=UTC), PLAN_JOB, broadcast_id, **options)

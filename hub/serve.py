@@ -1,0 +1,108 @@
+"""`hub serve` and `hub demo`: the web app, the sandbox stand-ins, and for the demo everything
+else (database, embedded Redis, workers, demo data) in one command that Ctrl-C stops whole."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+
+import click
+import waitress
+from flask import Flask
+
+from channels.sandbox.smtp import start_smtp_standin
+from hub import runtime
+from hub.config import Settings
+
+
+def start_standins(settings: Settings) -> list[Callable[[], None]]:
+    """Start the stand-ins of every provider that has no credentials; returns their stops."""
+    stops = []
+    if settings.email_uses_sandbox:
+        controller = start_smtp_standin(settings.sandbox_db_path, settings.sandbox_smtp_port)
+        stops.append(controller.stop)
+        click.echo(f"sandbox SMTP stand-in on 127.0.0.1:{settings.sandbox_smtp_port}")
+    return stops
+
+
+def serve(app: Flask, host: str, port: int) -> None:
+    rt = app.extensions["hub"]
+    rt.redis.ping()  # with no HUB_REDIS_URL this starts the embedded server workers will join
+    stops = start_standins(rt.settings)
+    click.echo(f"Mestni glas on http://{host}:{port}/  (Ctrl-C stops it)")
+    if rt.settings.sandbox_active:
+        click.echo(f"what residents received: http://{host}:{port}/sandbox")
+    try:
+        waitress.serve(app, host=host, port=port, threads=16, ident="mestni-glas", _quiet=True)
+    finally:
+        for stop in stops:
+            stop()
+
+
+def _raise_interrupt(_signum, _frame):
+    raise KeyboardInterrupt
+
+
+def run_demo(app: Flask, *, workers: int, residents: int, port: int) -> None:
+    from hub.migrate import upgrade
+    from hub.seed import DEMO_STAFF, seed_demo, seed_kranj
+
+    rt = app.extensions["hub"]
+    settings = rt.settings
+    upgrade(settings.database_url)
+    with rt.session() as session:
+        seed_kranj(session)
+        logins = seed_demo(session, residents=residents)
+    rt.redis.ping()
+    env = {
+        **os.environ,
+        "HUB_DATABASE_URL": settings.database_url,
+        "HUB_REDIS_URL": settings.redis_url,
+        "HUB_INSTANCE_PATH": str(settings.instance_path),
+        "HUB_SECRET_KEY": settings.secret_key,
+        "HUB_PORT": str(port),
+    }
+    children = [
+        subprocess.Popen([sys.executable, "-m", "hub.cli", "worker"], env=env)
+        for _ in range(workers)
+    ]
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    _banner(port, logins, dict(DEMO_STAFF), workers)
+    try:
+        serve(app, "127.0.0.1", port)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _stop_children(children)
+        runtime.stop_embedded_redis()
+        click.echo("demo stopped; nothing is left running")
+
+
+def _banner(port: int, logins: dict[str, str], roles: dict[str, str], workers: int) -> None:
+    click.echo("")
+    click.echo(f"Mestni glas demo: http://127.0.0.1:{port}/  ({workers} workers)")
+    click.echo("staff logins (role, e-mail, password):")
+    for email, password in logins.items():
+        click.echo(f"  {roles[email]:<12} {email:<28} {password}")
+    click.echo("send a notice from another terminal, for example:")
+    click.echo(
+        "  .venv/bin/hub broadcast send --topic waste-collection --area center "
+        "--title 'Odvoz odpadkov' --body-sl 'Jutri odvoz bioloških odpadkov.' "
+        "--body-en 'Organic waste is collected tomorrow.' --wait"
+    )
+    click.echo("")
+
+
+def _stop_children(children: list[subprocess.Popen]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    for child in children:
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()

