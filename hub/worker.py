@@ -21,6 +21,7 @@ def run_worker(app: Flask, *, burst: bool = False, sweeper: bool = True) -> bool
     """Work until stopped (SIGTERM or Ctrl-C finish the current job first) or, with burst,
     until the queues are empty. Jobs run in this process: the app is built once."""
     rt = app.extensions["hub"]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     worker = SimpleWorker(
         queues.all_queues(rt.redis),
         connection=rt.redis,

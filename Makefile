@@ -1,0 +1,42 @@
+# The two commands: `make demo` and `make test`. Both create .venv and install on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install translations demo test lint bench extract-messages clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# .mo files are build output (a wheel build compiles them too, see hatch_build.py).
+translations: $(STAMP)
+	$(BIN)/pybabel compile --directory translations --domain messages
+
+demo: translations
+	$(BIN)/hub demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: translations lint
+	$(BIN)/pytest
+
+bench: translations
+	$(BIN)/python -m bench.fanout
+
+# After changing user-facing strings: refresh the template and both catalogues.
+extract-messages: $(STAMP)
+	$(BIN)/pybabel extract --mapping-file babel.cfg --keywords _l --keywords lazy_gettext \
+		--no-location --sort-output --output-file translations/messages.pot .
+	$(BIN)/pybabel update --input-file translations/messages.pot --output-dir translations \
+		--no-fuzzy-matching --ignore-obsolete
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache .ruff_cache
