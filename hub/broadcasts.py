@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from flask_babel import gettext as _
@@ -41,6 +41,7 @@ class NoticeDraft:
     priority: str
     channel_policy: str
     bodies: dict[str, str]  # locale -> text
+    titles: dict[str, str] = field(default_factory=dict)  # locale -> title, where not `title`
     scheduled_at: datetime | None = None  # naive UTC
 
 
@@ -75,11 +76,21 @@ def create_broadcast(
         status=BroadcastStatus.DRAFT,
         created_by=created_by,
         created_at=now,
-        contents=[BroadcastContent(locale=loc, title=title, body=b) for loc, b in bodies.items()],
+        contents=[
+            BroadcastContent(locale=loc, title=_title(draft, loc, title), body=body)
+            for loc, body in bodies.items()
+        ],
     )
     session.add(broadcast)
     session.flush()
     return broadcast
+
+
+def _title(draft: NoticeDraft, locale: str, default: str) -> str:
+    title = draft.titles.get(locale, "").strip()
+    if len(title) > MAX_TITLE:
+        raise BroadcastError(_("the title must have 1 to %(n)d characters", n=MAX_TITLE))
+    return title or default
 
 
 def _areas(session: Session, slugs: tuple[str, ...]) -> list[Area]:

@@ -7,12 +7,16 @@ import secrets
 import sys
 import time
 from datetime import UTC, datetime
+from functools import wraps
 
 import click
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
+from flask_babel import force_locale, ngettext
+from flask_babel import gettext as _
 from sqlalchemy import select
 
+from hub.i18n import BROADCAST_STATUS_LABELS, DELIVERY_STATUS_LABELS
 from hub.models import Area, ChannelPolicy, DeliveryStatus, Priority, Role, Topic
 
 
@@ -20,6 +24,18 @@ class BadInput(click.ClickException):
     """A clear one-line error; exit status 2 like any other usage error."""
 
     exit_code = 2
+
+
+def localised(command):
+    """Run a command in an app context, speaking the operator's language."""
+
+    @wraps(command)
+    @with_appcontext
+    def wrapper(*args, **kwargs):
+        with force_locale(_cli_locale()):
+            return command(*args, **kwargs)
+
+    return wrapper
 
 
 def rt():
@@ -41,51 +57,44 @@ db_group = click.Group("db", help="Database schema.")
 
 @db_group.command("upgrade")
 @click.option("--revision", default="head", show_default=True)
-@with_appcontext
+@localised
 def db_upgrade(revision: str):
     """Create or migrate the database schema."""
     from hub.migrate import upgrade
 
     upgrade(rt().settings.database_url, revision)
-    click.echo(f"database at revision {revision}")
+    click.echo(_("database at revision %(revision)s", revision=revision))
 
 
 seed_group = click.Group("seed", help="Reference and demo data.")
 
 
 @seed_group.command("kranj")
-@with_appcontext
+@localised
 def seed_kranj_command():
     """Kranj's 26 local communities as areas, and a starter set of topics."""
     from hub.seed import seed_kranj
 
     with rt().session() as session:
         areas, topics = seed_kranj(session)
-    click.echo(f"added {areas} areas and {topics} topics")
+    click.echo(
+        ngettext("added %(num)d area", "added %(num)d areas", areas)
+        + ", "
+        + ngettext("%(num)d topic", "%(num)d topics", topics)
+    )
 
 
 @seed_group.command("demo")
 @click.option("--residents", default=300, show_default=True, type=click.IntRange(1, 1_000_000))
-@with_appcontext
+@localised
 def seed_demo_command(residents: int):
     """Demo residents and staff logins (the passwords are printed once)."""
     from hub.seed import seed_demo
+    from hub.serve import print_logins
 
     with rt().session() as session:
         logins = seed_demo(session, residents=residents)
-    _print_logins(logins)
-
-
-def _print_logins(logins: dict[str, str]) -> None:
-    roles = dict(_demo_roles())
-    for email, password in logins.items():
-        click.echo(f"  {roles.get(email, ''):<12} {email:<28} {password}")
-
-
-def _demo_roles():
-    from hub.seed import DEMO_STAFF
-
-    return DEMO_STAFF
+    print_logins(logins)
 
 
 def _list_named(model) -> None:
@@ -100,14 +109,14 @@ topics_group = click.Group("topics", help="Topics residents follow.")
 
 
 @areas_group.command("list")
-@with_appcontext
+@localised
 def areas_list():
     """One `slug<TAB>name` a line."""
     _list_named(Area)
 
 
 @topics_group.command("list")
-@with_appcontext
+@localised
 def topics_list():
     """One `slug<TAB>name` a line."""
     _list_named(Topic)
@@ -121,7 +130,7 @@ users_group = click.Group("users", help="Staff accounts.")
 @users_group.command("create")
 @click.option("--email", required=True)
 @click.option("--role", required=True, type=click.Choice(Role.ALL))
-@with_appcontext
+@localised
 def users_create(email: str, role: str):
     """Create a staff account; its first password is printed once."""
     from hub.contacts import InvalidAddress
@@ -134,7 +143,14 @@ def users_create(email: str, role: str):
             audit(session, "cli", "staff.create", f"staff:{user.id}", role=role)
     except (ValueError, InvalidAddress) as exc:
         raise BadInput(str(exc)) from None
-    click.echo(f"created {role} {user.email}; password (shown once): {password}")
+    click.echo(
+        _(
+            "created %(role)s %(email)s; password (shown once): %(password)s",
+            role=role,
+            email=user.email,
+            password=password,
+        )
+    )
 
 
 residents_group = click.Group("residents", help="Residents.")
@@ -142,30 +158,35 @@ residents_group = click.Group("residents", help="Residents.")
 
 @residents_group.command("import")
 @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False))
-@with_appcontext
+@localised
 def residents_import(csv_file: str):
     """Import residents from a UTF-8 CSV (name,email,phone,locale,area,topics[,channels,
     quiet_hours]). Any bad row: nothing is imported and every bad row is listed."""
-    from flask_babel import force_locale
-
     from hub.residents import ImportRejected, import_rows, read_csv
 
     settings = rt().settings
-    with force_locale(_cli_locale()), rt().session() as session:
+    with rt().session() as session:
         try:
             with open(csv_file, encoding="utf-8-sig", newline="") as stream:
                 rows = read_csv(session, stream, settings.locales, settings.default_locale)
         except UnicodeDecodeError as exc:
-            raise BadInput(f"{csv_file} is not UTF-8: {exc.reason} at byte {exc.start}") from None
+            raise BadInput(
+                _("%(file)s is not UTF-8 (byte %(at)d)", file=csv_file, at=exc.start)
+            ) from None
         except ImportRejected as rejected:
             for error in rejected.errors:
                 click.echo(str(error), err=True)
             raise BadInput(
-                f"{len(rejected.errors)} bad rows in {csv_file}; nothing was imported"
+                ngettext(
+                    "%(num)d bad row in %(file)s; nothing was imported",
+                    "%(num)d bad rows in %(file)s; nothing was imported",
+                    len(rejected.errors),
+                    file=csv_file,
+                )
             ) from None
-        with click.progressbar(length=len(rows), label="importing", file=sys.stderr) as bar:
+        with click.progressbar(length=len(rows), label=_("importing"), file=sys.stderr) as bar:
             imported = import_rows(session, rows, progress=bar.update)
-    click.echo(f"imported {imported} residents")
+    click.echo(ngettext("imported %(num)d resident", "imported %(num)d residents", imported))
 
 
 # -- notices -----------------------------------------------------------------------------------
@@ -180,7 +201,7 @@ def _parse_at(value: str | None) -> datetime | None:
         moment = datetime.fromisoformat(value)
     except ValueError:
         raise BadInput(
-            f"--at must be an ISO time like 2026-12-01T08:00+01:00, not {value!r}"
+            _("--at must be an ISO time like 2026-12-01T08:00+01:00, not %(value)s", value=value)
         ) from None
     if moment.tzinfo is None:
         from zoneinfo import ZoneInfo
@@ -202,16 +223,17 @@ def _parse_at(value: str | None) -> datetime | None:
     default=ChannelPolicy.PREFERRED,
     show_default=True,
 )
-@click.option("--title", required=True)
+@click.option(
+    "--title", required=True, help="Title (in Slovenian, and other languages unless given)."
+)
+@click.option("--title-en", default="", help="Title in English, if it differs.")
 @click.option("--body-sl", default="", help="Text in Slovenian (required).")
 @click.option("--body-en", default="", help="Text in English.")
 @click.option("--at", "at", default=None, help="Send later: ISO time (local time if no offset).")
 @click.option("--wait", is_flag=True, help="Show progress until every delivery is final.")
-@with_appcontext
-def broadcast_send(topic, areas, priority, policy, title, body_sl, body_en, at, wait):
+@localised
+def broadcast_send(topic, areas, priority, policy, title, title_en, body_sl, body_en, at, wait):
     """Plan and send a notice; each resident gets it in their own language."""
-    from flask_babel import force_locale
-
     from hub.broadcasts import BroadcastError, NoticeDraft, send_notice
 
     draft = NoticeDraft(
@@ -221,21 +243,24 @@ def broadcast_send(topic, areas, priority, policy, title, body_sl, body_en, at, 
         priority=priority,
         channel_policy=policy,
         bodies={"sl": body_sl, "en": body_en},
+        titles={"en": title_en} if title_en else {},
         scheduled_at=_parse_at(at),
     )
-    with force_locale(_cli_locale()):
-        try:
-            broadcast_id = send_notice(rt(), draft, actor="cli")
-        except BroadcastError as exc:
-            raise BadInput(str(exc)) from None
-    click.echo(f"notice {broadcast_id} queued" + (f" for {at}" if at else ""))
+    try:
+        broadcast_id = send_notice(rt(), draft, actor="cli")
+    except BroadcastError as exc:
+        raise BadInput(str(exc)) from None
+    if at:
+        click.echo(_("notice %(id)d queued for %(at)s", id=broadcast_id, at=at))
+    else:
+        click.echo(_("notice %(id)d queued", id=broadcast_id))
     if wait:
         _wait_for(broadcast_id)
 
 
 @broadcast_group.command("status")
 @click.argument("broadcast_id", type=int)
-@with_appcontext
+@localised
 def broadcast_status(broadcast_id: int):
     """Counts by status and channel."""
     _print_summary(broadcast_id)
@@ -243,7 +268,7 @@ def broadcast_status(broadcast_id: int):
 
 @broadcast_group.command("cancel")
 @click.argument("broadcast_id", type=int)
-@with_appcontext
+@localised
 def broadcast_cancel(broadcast_id: int):
     """Cancel what has not been sent yet."""
     from hub.broadcasts import BroadcastError, cancel_broadcast
@@ -255,7 +280,14 @@ def broadcast_cancel(broadcast_id: int):
             audit(session, "cli", "broadcast.cancel", f"broadcast:{broadcast_id}")
     except BroadcastError as exc:
         raise BadInput(str(exc)) from None
-    click.echo(f"cancelled {cancelled} deliveries of notice {broadcast_id}")
+    click.echo(
+        ngettext(
+            "cancelled %(num)d delivery of notice %(id)d",
+            "cancelled %(num)d deliveries of notice %(id)d",
+            cancelled,
+            id=broadcast_id,
+        )
+    )
 
 
 def _load_progress(broadcast_id: int):
@@ -274,7 +306,7 @@ def _wait_for(broadcast_id: int) -> None:
         time.sleep(0.5)
         current, deferred = _load_progress(broadcast_id)
     with click.progressbar(
-        length=max(current.total, 1), label="sending", file=sys.stderr, show_pos=True
+        length=max(current.total, 1), label=_("sending"), file=sys.stderr, show_pos=True
     ) as bar:
         done = 0
         while True:
@@ -295,14 +327,29 @@ def _print_summary(broadcast_id: int) -> None:
         current, deferred = _load_progress(broadcast_id)
     except BroadcastError as exc:
         raise BadInput(str(exc)) from None
-    click.echo(f"notice {broadcast_id}: {current.status}, {current.total} deliveries")
+    click.echo(
+        ngettext(
+            "notice %(id)d: %(status)s, %(num)d delivery",
+            "notice %(id)d: %(status)s, %(num)d deliveries",
+            current.total,
+            id=broadcast_id,
+            status=BROADCAST_STATUS_LABELS[current.status],
+        )
+    )
     order = list(DeliveryStatus.OPEN + DeliveryStatus.FINAL)
     for (channel, status), count in sorted(
         current.by_channel_status.items(), key=lambda item: (item[0][0], order.index(item[0][1]))
     ):
-        click.echo(f"  {channel:<9} {status:<12} {count}")
+        click.echo(f"  {channel:<9} {DELIVERY_STATUS_LABELS[status]!s:<16} {count}")
     if deferred:
-        click.echo(f"  {deferred} wait for the residents' quiet hours to end (or a retry)")
+        click.echo(
+            "  "
+            + ngettext(
+                "%(num)d waits for quiet hours to end (or for a retry)",
+                "%(num)d wait for quiet hours to end (or for a retry)",
+                deferred,
+            )
+        )
 
 
 # -- processes ---------------------------------------------------------------------------------
@@ -311,7 +358,7 @@ def _print_summary(broadcast_id: int) -> None:
 @click.command("worker")
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
 @click.option("--no-sweeper", is_flag=True, help="Do not run the periodic sweeper here.")
-@with_appcontext
+@localised
 def worker_command(burst: bool, no_sweeper: bool):
     """Work the queues: emergency, high, default, bulk (in that order)."""
     from hub.worker import run_worker
@@ -320,15 +367,21 @@ def worker_command(burst: bool, no_sweeper: bool):
 
 
 @click.command("sweep")
-@with_appcontext
+@localised
 def sweep_command():
     """Recover lost or stuck work once, and print what was done."""
     from hub.sweeper import sweep
 
     report = sweep(rt())
     click.echo(
-        f"released {report.released} stuck rows, re-queued {report.requeued_chunks} chunks, "
-        f"started {len(report.started)} notices, finished {len(report.finished)}"
+        _(
+            "released %(released)d stuck rows, re-queued %(chunks)d chunks, started "
+            "%(started)d notices, finished %(finished)d",
+            released=report.released,
+            chunks=report.requeued_chunks,
+            started=len(report.started),
+            finished=len(report.finished),
+        )
     )
 
 
@@ -337,7 +390,7 @@ def sweep_command():
 @click.option(
     "--port", type=click.IntRange(1, 65535), default=None, help="Default: HUB_PORT or 5000."
 )
-@with_appcontext
+@localised
 def serve_command(host: str, port: int | None):
     """The web app, plus the sandbox stand-ins while providers have no credentials."""
     from hub.serve import serve
@@ -349,7 +402,7 @@ def serve_command(host: str, port: int | None):
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 16))
 @click.option("--residents", default=300, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--port", type=click.IntRange(1, 65535), default=None)
-@with_appcontext
+@localised
 def demo_command(workers: int, residents: int, port: int | None):
     """Everything in one command: database, Redis, workers, stand-ins, web, demo data."""
     from hub.serve import run_demo

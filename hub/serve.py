@@ -12,6 +12,8 @@ from collections.abc import Callable
 import click
 import waitress
 from flask import Flask
+from flask_babel import gettext as _
+from flask_babel import ngettext
 
 from channels.sandbox.smtp import start_smtp_standin
 from hub import runtime
@@ -24,7 +26,9 @@ def start_standins(settings: Settings) -> list[Callable[[], None]]:
     if settings.email_uses_sandbox:
         controller = start_smtp_standin(settings.sandbox_db_path, settings.sandbox_smtp_port)
         stops.append(controller.stop)
-        click.echo(f"sandbox SMTP stand-in on 127.0.0.1:{settings.sandbox_smtp_port}")
+        click.echo(
+            _("sandbox SMTP stand-in on 127.0.0.1:%(port)d", port=settings.sandbox_smtp_port)
+        )
     return stops
 
 
@@ -32,9 +36,9 @@ def serve(app: Flask, host: str, port: int) -> None:
     rt = app.extensions["hub"]
     rt.redis.ping()  # with no HUB_REDIS_URL this starts the embedded server workers will join
     stops = start_standins(rt.settings)
-    click.echo(f"Mestni glas on http://{host}:{port}/  (Ctrl-C stops it)")
+    click.echo(_("Mestni glas on %(url)s (Ctrl-C stops it)", url=f"http://{host}:{port}/"))
     if rt.settings.sandbox_active:
-        click.echo(f"what residents received: http://{host}:{port}/sandbox")
+        click.echo(_("what residents received: %(url)s", url=f"http://{host}:{port}/sandbox"))
     try:
         waitress.serve(app, host=host, port=port, threads=16, ident="mestni-glas", _quiet=True)
     finally:
@@ -48,7 +52,7 @@ def _raise_interrupt(_signum, _frame):
 
 def run_demo(app: Flask, *, workers: int, residents: int, port: int) -> None:
     from hub.migrate import upgrade
-    from hub.seed import DEMO_STAFF, seed_demo, seed_kranj
+    from hub.seed import seed_demo, seed_kranj
 
     rt = app.extensions["hub"]
     settings = rt.settings
@@ -70,7 +74,7 @@ def run_demo(app: Flask, *, workers: int, residents: int, port: int) -> None:
         for _ in range(workers)
     ]
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    _banner(port, logins, dict(DEMO_STAFF), workers)
+    _banner(port, logins, workers)
     try:
         serve(app, "127.0.0.1", port)
     except KeyboardInterrupt:
@@ -78,16 +82,31 @@ def run_demo(app: Flask, *, workers: int, residents: int, port: int) -> None:
     finally:
         _stop_children(children)
         runtime.stop_embedded_redis()
-        click.echo("demo stopped; nothing is left running")
+        click.echo(_("demo stopped; nothing is left running"))
 
 
-def _banner(port: int, logins: dict[str, str], roles: dict[str, str], workers: int) -> None:
-    click.echo("")
-    click.echo(f"Mestni glas demo: http://127.0.0.1:{port}/  ({workers} workers)")
-    click.echo("staff logins (role, e-mail, password):")
+def print_logins(logins: dict[str, str]) -> None:
+    """Staff logins with their roles; the passwords are shown this once."""
+    from hub.seed import DEMO_STAFF
+
+    roles = dict(DEMO_STAFF)
+    click.echo(_("staff logins (role, e-mail, password):"))
     for email, password in logins.items():
-        click.echo(f"  {roles[email]:<12} {email:<28} {password}")
-    click.echo("send a notice from another terminal, for example:")
+        click.echo(f"  {roles.get(email, ''):<12} {email:<28} {password}")
+
+
+def _banner(port: int, logins: dict[str, str], workers: int) -> None:
+    click.echo("")
+    click.echo(
+        ngettext(
+            "Mestni glas demo: %(url)s (%(num)d worker)",
+            "Mestni glas demo: %(url)s (%(num)d workers)",
+            workers,
+            url=f"http://127.0.0.1:{port}/",
+        )
+    )
+    print_logins(logins)
+    click.echo(_("send a notice from another terminal, for example:"))
     click.echo(
         "  .venv/bin/hub broadcast send --topic waste-collection --area center "
         "--title 'Odvoz odpadkov' --body-sl 'Jutri odvoz bioloških odpadkov.' "

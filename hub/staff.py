@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from flask_babel import gettext as _
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -16,10 +17,12 @@ MIN_PASSWORD_LENGTH = 10
 
 def create_staff_user(session: Session, *, email: str, role: str, password: str) -> StaffUser:
     if role not in Role.ALL:
-        raise ValueError(f"unknown role {role!r}; one of: {', '.join(Role.ALL)}")
+        raise ValueError(
+            _("unknown role %(role)s; one of: %(roles)s", role=role, roles=", ".join(Role.ALL))
+        )
     email = normalise_email(email).lower()
     if session.scalar(select(StaffUser.id).where(StaffUser.email == email)) is not None:
-        raise ValueError(f"a staff user {email} already exists")
+        raise ValueError(_("a staff user %(email)s already exists", email=email))
     user = StaffUser(email=email, role=role, password_hash="")
     set_password(user, password)
     session.add(user)
@@ -29,7 +32,9 @@ def create_staff_user(session: Session, *, email: str, role: str, password: str)
 
 def set_password(user: StaffUser, password: str) -> None:
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise ValueError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+        raise ValueError(
+            _("the password must have at least %(num)d characters", num=MIN_PASSWORD_LENGTH)
+        )
     user.password_hash = _hasher.hash(password)
 
 

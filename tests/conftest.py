@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from channels.sandbox.smtp import free_port, start_smtp_standin
@@ -97,8 +98,18 @@ def rt(app):
     return app.extensions["hub"]
 
 
+class IsolatedClient(FlaskClient):
+    """Each request in an app context of its own, as in production: the test's own context
+    (pushed so tests can call domain code) must not leak `g` into requests."""
+
+    def open(self, *args, **kwargs):
+        with self.application.app_context():
+            return super().open(*args, **kwargs)
+
+
 @pytest.fixture
 def client(app):
+    app.test_client_class = IsolatedClient
     return app.test_client()
 
 
