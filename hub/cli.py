@@ -299,6 +299,8 @@ def _load_progress(broadcast_id: int):
 
 def _wait_for(broadcast_id: int) -> None:
     """A live bar until every delivery is final (or waits for quiet hours to end)."""
+    from hub.delivery import finish_if_done
+
     current, deferred = _load_progress(broadcast_id)
     while current.status in ("scheduled", "planning") or (
         current.total == 0 and current.status not in ("done", "cancelled")
@@ -317,6 +319,8 @@ def _wait_for(broadcast_id: int) -> None:
             if current.open == 0 or current.open == deferred:
                 break
             time.sleep(0.5)
+    if current.open == 0:
+        finish_if_done(rt(), broadcast_id)  # the last job may not have marked it done yet
     _print_summary(broadcast_id)
 
 
@@ -345,8 +349,8 @@ def _print_summary(broadcast_id: int) -> None:
         click.echo(
             "  "
             + ngettext(
-                "%(num)d waits for quiet hours to end (or for a retry)",
-                "%(num)d wait for quiet hours to end (or for a retry)",
+                "%(num)d delivery waits for quiet hours to end (or for a retry)",
+                "%(num)d deliveries wait for quiet hours to end (or for a retry)",
                 deferred,
             )
         )
@@ -373,16 +377,15 @@ def sweep_command():
     from hub.sweeper import sweep
 
     report = sweep(rt())
-    click.echo(
-        _(
-            "released %(released)d stuck rows, re-queued %(chunks)d chunks, started "
-            "%(started)d notices, finished %(finished)d",
-            released=report.released,
-            chunks=report.requeued_chunks,
-            started=len(report.started),
-            finished=len(report.finished),
-        )
+    parts = (
+        ngettext(
+            "released %(num)d stuck delivery", "released %(num)d stuck deliveries", report.released
+        ),
+        ngettext("re-queued %(num)d chunk", "re-queued %(num)d chunks", report.requeued_chunks),
+        ngettext("started %(num)d notice", "started %(num)d notices", len(report.started)),
+        ngettext("finished %(num)d notice", "finished %(num)d notices", len(report.finished)),
     )
+    click.echo(", ".join(parts))
 
 
 @click.command("serve")

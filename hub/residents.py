@@ -94,13 +94,14 @@ class _Validator:
         try:
             address = normalise(raw)
         except InvalidAddress as exc:
-            label = _("e-mail address") if channel == "email" else _("phone number")
-            raise InvalidAddress(
-                _("malformed %(what)s %(value)s (%(why)s)", what=label, value=raw, why=exc)
-            ) from None
+            if channel == "email":
+                reason = _("malformed e-mail address %(value)s (%(why)s)", value=raw, why=exc)
+            else:
+                reason = _("malformed phone number %(value)s (%(why)s)", value=raw, why=exc)
+            raise InvalidAddress(reason) from None
         first = self.seen.get((channel, address))
         if first is not None:
-            where = _("line %(line)d", line=first) if first else _("a resident already here")
+            where = _("line %(line)d", line=first) if first else _("a resident already in the hub")
             raise InvalidAddress(
                 _("duplicate %(value)s, already used by %(where)s", value=address, where=where)
             )

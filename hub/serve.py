@@ -73,7 +73,10 @@ def run_demo(app: Flask, *, workers: int, residents: int, port: int) -> None:
         subprocess.Popen([sys.executable, "-m", "hub.cli", "worker"], env=env)
         for _ in range(workers)
     ]
+    # Ctrl-C and `kill` both end the demo through the same clean-up (SIGINT explicitly too:
+    # a shell starts background jobs with SIGINT ignored).
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
     _banner(port, logins, workers)
     try:
         serve(app, "127.0.0.1", port)

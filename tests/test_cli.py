@@ -129,7 +129,7 @@ def test_import_refuses_addresses_already_known(hub, rt, tmp_path):
     hub("residents", "import", str(path))
     again = hub("residents", "import", str(path), check=False)
     assert again.returncode == 2
-    assert "already used by a resident already here" in again.stderr
+    assert "already used by a resident already in the hub" in again.stderr
     assert _count(rt, Resident) == 1
 
 

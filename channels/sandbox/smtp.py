@@ -60,7 +60,8 @@ def _plain_text(message: Message) -> str:
     if part is None:
         return ""
     payload = part.get_payload(decode=True) or b""
-    return payload.decode(part.get_content_charset() or "utf-8", errors="replace")
+    text = payload.decode(part.get_content_charset() or "utf-8", errors="replace")
+    return text.replace("\r\n", "\n")
 
 
 def free_port() -> int:

@@ -13,7 +13,7 @@ from flask import (
     session,
 )
 
-from hub import health
+from hub import csrf, health
 from hub.unsubscribe import find_target, is_subscribed, unsubscribe
 from hub.web import public
 
@@ -29,6 +29,7 @@ def healthz():
 
 @bp.route("/unsubscribe/<token>", methods=["GET", "POST"])
 @public
+@csrf.exempt  # RFC 8058: mail clients POST without cookies or tokens; the signed link is the key
 def unsubscribe_page(token: str):
     rt = current_app.extensions["hub"]
     with rt.session() as db:

@@ -1,0 +1,53 @@
+"""Both catalogues are complete: every message translated, nothing fuzzy, placeholders kept,
+and Slovenian plurals in all four forms."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from babel.messages.pofile import read_po
+
+ROOT = Path(__file__).resolve().parent.parent / "translations"
+PLACEHOLDER = re.compile(r"%\((\w+)\)[sd]")
+
+
+def _catalogue(name: str):
+    with (ROOT / name).open("rb") as handle:
+        return read_po(handle)
+
+
+def _ids(message) -> tuple[str, ...]:
+    return message.id if isinstance(message.id, tuple) else (message.id,)
+
+
+def _strings(message) -> tuple[str, ...]:
+    return message.string if isinstance(message.string, tuple) else (message.string,)
+
+
+@pytest.mark.parametrize("locale, plural_forms", [("sl", 4), ("en", 2)])
+def test_catalogue_is_complete(locale, plural_forms):
+    template = {_ids(m)[0] for m in _catalogue("messages.pot") if m.id}
+    catalogue = _catalogue(f"{locale}/LC_MESSAGES/messages.po")
+    assert catalogue.num_plurals == plural_forms
+    messages = {_ids(m)[0]: m for m in catalogue if m.id}
+    assert template - set(messages) == set(), "messages missing from the catalogue"
+    for msgid in template:
+        message = messages[msgid]
+        assert not message.fuzzy, f"fuzzy: {msgid}"
+        strings = _strings(message)
+        assert all(strings), f"untranslated: {msgid}"
+        if isinstance(message.id, tuple):
+            assert len(strings) == plural_forms, f"wrong number of plural forms: {msgid}"
+        wanted = set(PLACEHOLDER.findall(" ".join(_ids(message)))) - {"num"}
+        for string in strings:
+            assert set(PLACEHOLDER.findall(string)) - {"num"} == wanted, f"placeholders: {msgid}"
+
+
+def test_slovenian_plural_forms_pick_the_right_case(app):
+    from flask_babel import force_locale, ngettext
+
+    with force_locale("sl"):
+        forms = [ngettext("%(num)d delivery", "%(num)d deliveries", n) for n in (1, 2, 3, 5, 101)]
+    assert forms == ["1 dostava", "2 dostavi", "3 dostave", "5 dostav", "101 dostava"]
