@@ -186,11 +186,13 @@ class SmtpSession:
         if self._idle:
             return self._idle.pop()
         s = self.settings
+        implicit_tls = s.port == 465  # SMTPS: TLS from the first byte (RFC 8314)
         conn = aiosmtplib.SMTP(
             hostname=s.host,
             port=s.port,
             timeout=s.timeout_s,
-            start_tls=s.starttls if s.starttls else False,
+            use_tls=implicit_tls,
+            start_tls=None if s.starttls and not implicit_tls else False,
             username=s.username or None,
             password=s.password or None,
         )
@@ -217,6 +219,7 @@ class SmtpSession:
                     await self._reset(conn)
                     return Outcome(mail.key, status, error=error)
             conn.protocol.write(payload)
+            await _flushed(conn)
             return _Staged(mail, conn)
         except (aiosmtplib.SMTPException, OSError) as exc:
             conn.close()
@@ -258,6 +261,14 @@ class SmtpSession:
             await conn.quit()
         except (aiosmtplib.SMTPException, OSError):
             conn.close()
+
+
+async def _flushed(conn: aiosmtplib.SMTP) -> None:
+    """Wait until the message body has left this process for the kernel: after the commit only
+    the three bytes of the dot must still be written, so a process killed then has delivered."""
+    transport = conn.protocol.transport
+    while transport is not None and transport.get_write_buffer_size():
+        await asyncio.sleep(0.001)
 
 
 async def _checked(call):

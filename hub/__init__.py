@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Flask, request, session
+from flask import Flask, has_request_context, request, session
 from flask_babel import Babel
 from flask_wtf import CSRFProtect
 
@@ -24,6 +24,8 @@ def data_dir(name: str) -> Path:
 
 def select_locale() -> str:
     settings: Settings = runtime.current().settings
+    if not has_request_context():  # a worker or the CLI: the hub's language
+        return settings.default_locale
     chosen = session.get("locale")
     if chosen in settings.locales:
         return chosen

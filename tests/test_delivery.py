@@ -182,3 +182,21 @@ def test_a_throttled_channel_gives_its_rows_back_instead_of_blocking(seeded, smt
     assert ScheduledJobRegistry(queue=queues.queue(rt.redis, "default")).count == 1
     with rt.session() as session:
         assert progress(session, broadcast_id).status == "sending"
+
+
+def test_cancel_stops_what_has_not_gone(seeded, smtp):
+    from hub.broadcasts import BroadcastError, cancel_broadcast
+
+    rt = seeded
+    _residents(rt, [f"r{i}@example.org" for i in range(20)])
+    broadcast_id = _send(rt)
+    with rt.session() as session:  # planned, not yet sent
+        plan_broadcast(rt, broadcast_id)
+        assert cancel_broadcast(session, broadcast_id) == 20
+    work(rt)
+    assert smtp.count() == 0
+    with rt.session() as session:
+        final = progress(session, broadcast_id)
+        assert final.status == "cancelled" and final.by_status["cancelled"] == 20
+        with pytest.raises(BroadcastError):
+            cancel_broadcast(session, broadcast_id)
