@@ -26,16 +26,31 @@ class BadInput(click.ClickException):
     exit_code = 2
 
 
-def localised(command):
-    """Run a command in an app context, speaking the operator's language."""
+def localised(command=None, *, needs_schema: bool = True):
+    """Run a command in an app context, speaking the operator's language, and refuse with a
+    clear message (not a traceback) when the database is not migrated yet."""
 
-    @wraps(command)
-    @with_appcontext
-    def wrapper(*args, **kwargs):
-        with force_locale(_cli_locale()):
-            return command(*args, **kwargs)
+    def decorate(function):
+        @wraps(function)
+        @with_appcontext
+        def wrapper(*args, **kwargs):
+            with force_locale(_cli_locale()):
+                if needs_schema:
+                    _require_schema()
+                return function(*args, **kwargs)
 
-    return wrapper
+        return wrapper
+
+    return decorate(command) if command else decorate
+
+
+def _require_schema() -> None:
+    from hub.migrate import is_current
+
+    if not is_current(rt().settings.database_url):
+        raise click.ClickException(
+            _("the database is not migrated to this version: run `hub db upgrade` first")
+        )
 
 
 def rt():
@@ -57,7 +72,7 @@ db_group = click.Group("db", help="Database schema.")
 
 @db_group.command("upgrade")
 @click.option("--revision", default="head", show_default=True)
-@localised
+@localised(needs_schema=False)
 def db_upgrade(revision: str):
     """Create or migrate the database schema."""
     from hub.migrate import upgrade
@@ -405,7 +420,7 @@ def serve_command(host: str, port: int | None):
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 16))
 @click.option("--residents", default=300, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--port", type=click.IntRange(1, 65535), default=None)
-@localised
+@localised(needs_schema=False)
 def demo_command(workers: int, residents: int, port: int | None):
     """Everything in one command: database, Redis, workers, stand-ins, web, demo data."""
     from hub.serve import run_demo

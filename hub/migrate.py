@@ -31,3 +31,14 @@ def current_revision(database_url: str) -> str | None:
         revision = MigrationContext.configure(connection).get_current_revision()
     engine.dispose()
     return revision
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+def is_current(database_url: str) -> bool:
+    """True when the database is migrated to this code's schema."""
+    return current_revision(database_url) == head_revision()

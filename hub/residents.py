@@ -159,8 +159,12 @@ def import_rows(
 
 def _insert_chunk(session: Session, chunk: list[ResidentRow]) -> None:
     now = utcnow()
+    # Core inserts on the tables, not the ORM's bulk path: that one splits the rows into
+    # small batches whenever the set of NULL columns changes (quiet hours or not), and
+    # re-assembling their RETURNING rows grows with the square of the chunk.
+    residents = Resident.__table__
     ids = session.scalars(
-        insert(Resident).returning(Resident.id, sort_by_parameter_order=True),
+        insert(residents).returning(residents.c.id, sort_by_parameter_order=True),
         [
             {
                 "name": r.name,
@@ -201,7 +205,7 @@ def _insert_chunk(session: Session, chunk: list[ResidentRow]) -> None:
                 "created_at": now,
             }
         )
-    session.execute(insert(ContactPoint), contacts)
+    session.execute(insert(ContactPoint.__table__), contacts)
     if subscriptions:
-        session.execute(insert(Subscription), subscriptions)
-    session.execute(insert(ConsentRecord), consents)
+        session.execute(insert(Subscription.__table__), subscriptions)
+    session.execute(insert(ConsentRecord.__table__), consents)

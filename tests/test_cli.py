@@ -190,3 +190,19 @@ def test_broadcast_send_wait_shows_progress_and_summary(hub, rt, smtp, settings,
     assert re.search(r"^  email +Sent +40$", result.stdout, re.MULTILINE)
     english = [m for m in smtp.messages() if m["subject"] == "Concert"]
     assert len(english) == 20 and all("Tonight at 8." in m["body"] for m in english)
+
+
+def test_commands_on_an_unmigrated_database_say_what_to_do(tmp_path, settings):
+    env = worker_env(
+        settings, LANG="en_US.UTF-8", HUB_DATABASE_URL=f"sqlite:///{tmp_path / 'empty.db'}"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "hub.cli", "topics", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "run `hub db upgrade` first" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -218,3 +218,12 @@ def test_language_switch(client):
 def _isolated(application):
     application.test_client_class = IsolatedClient
     return application.test_client()
+
+
+def test_healthz_is_503_when_the_database_is_down(settings):
+    broken = settings.replace(database_url="postgresql+psycopg://nobody@127.0.0.1:1/none")
+    response = _isolated(create_app(broken)).get("/healthz")
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["database"].startswith("error: ") and body["redis"] == "ok"
+    assert "nobody" not in response.text  # no connection string in the answer
