@@ -6,6 +6,8 @@ import os
 import secrets
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import wraps
 
@@ -24,6 +26,15 @@ class BadInput(click.ClickException):
     """A clear one-line error; exit status 2 like any other usage error."""
 
     exit_code = 2
+
+
+@contextmanager
+def bad_input_from(*errors: type[Exception]) -> Iterator[None]:
+    """Domain errors (bad input, already explained in their message) become BadInput."""
+    try:
+        yield
+    except errors as exc:
+        raise BadInput(str(exc)) from None
 
 
 def localised(command=None, *, needs_schema: bool = True):
@@ -152,12 +163,9 @@ def users_create(email: str, role: str):
     from hub.staff import audit, create_staff_user
 
     password = secrets.token_urlsafe(12)
-    try:
-        with rt().session() as session:
-            user = create_staff_user(session, email=email, role=role, password=password)
-            audit(session, "cli", "staff.create", f"staff:{user.id}", role=role)
-    except (ValueError, InvalidAddress) as exc:
-        raise BadInput(str(exc)) from None
+    with bad_input_from(ValueError, InvalidAddress), rt().session() as session:
+        user = create_staff_user(session, email=email, role=role, password=password)
+        audit(session, "cli", "staff.create", f"staff:{user.id}", role=role)
     click.echo(
         _(
             "created %(role)s %(email)s; password (shown once): %(password)s",
@@ -261,10 +269,8 @@ def broadcast_send(topic, areas, priority, policy, title, title_en, body_sl, bod
         titles={"en": title_en} if title_en else {},
         scheduled_at=_parse_at(at),
     )
-    try:
+    with bad_input_from(BroadcastError):
         broadcast_id = send_notice(rt(), draft, actor="cli")
-    except BroadcastError as exc:
-        raise BadInput(str(exc)) from None
     if at:
         click.echo(_("notice %(id)d queued for %(at)s", id=broadcast_id, at=at))
     else:
@@ -289,12 +295,9 @@ def broadcast_cancel(broadcast_id: int):
     from hub.broadcasts import BroadcastError, cancel_broadcast
     from hub.staff import audit
 
-    try:
-        with rt().session() as session:
-            cancelled = cancel_broadcast(session, broadcast_id)
-            audit(session, "cli", "broadcast.cancel", f"broadcast:{broadcast_id}")
-    except BroadcastError as exc:
-        raise BadInput(str(exc)) from None
+    with bad_input_from(BroadcastError), rt().session() as session:
+        cancelled = cancel_broadcast(session, broadcast_id)
+        audit(session, "cli", "broadcast.cancel", f"broadcast:{broadcast_id}")
     click.echo(
         ngettext(
             "cancelled %(num)d delivery of notice %(id)d",
@@ -342,10 +345,8 @@ def _wait_for(broadcast_id: int) -> None:
 def _print_summary(broadcast_id: int) -> None:
     from hub.broadcasts import BroadcastError
 
-    try:
+    with bad_input_from(BroadcastError):
         current, deferred = _load_progress(broadcast_id)
-    except BroadcastError as exc:
-        raise BadInput(str(exc)) from None
     click.echo(
         ngettext(
             "notice %(id)d: %(status)s, %(num)d delivery",
