@@ -17,3 +17,6 @@ class Outcome:
     provider_id: str | None = None
     error: str | None = None
     retry_after_s: float | None = None
+    # The provider failed, not this address (refused connection, 421, lost connection): the
+    # attempt is not counted against the resident, who must not run out of tries in an outage.
+    provider_down: bool = False

@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import redis
 from flask_babel import gettext as _
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -33,6 +34,15 @@ class BroadcastError(ValueError):
     """Bad input for a notice; the message says what to fix."""
 
 
+class SavedNotQueued(RuntimeError):
+    """The notice is stored, but Redis could not take its planning job; the sweeper starts it
+    once Redis is back. Sending it again would send it twice."""
+
+    def __init__(self, broadcast_id: int):
+        super().__init__(broadcast_id)
+        self.broadcast_id = broadcast_id
+
+
 @dataclass(frozen=True)
 class NoticeDraft:
     title: str
@@ -50,14 +60,14 @@ def create_broadcast(
 ) -> Broadcast:
     """Validate a draft and store it as a notice ready to start; raises BroadcastError."""
     now = now or utcnow()
-    title = draft.title.strip()
-    if not title or len(title) > MAX_TITLE:
-        raise BroadcastError(_("the title must have 1 to %(n)d characters", n=MAX_TITLE))
+    title = _checked_title(draft.title)
     if draft.priority not in Priority.ALL:
         raise BroadcastError(_("unknown priority %(value)s", value=draft.priority))
     if draft.channel_policy not in ChannelPolicy.ALL:
         raise BroadcastError(_("unknown channel policy %(value)s", value=draft.channel_policy))
     bodies = {loc: text.strip() for loc, text in draft.bodies.items() if text and text.strip()}
+    if any("\0" in text for text in bodies.values()):
+        raise BroadcastError(_("the text must not contain NUL characters"))
     if default_locale not in bodies:
         raise BroadcastError(_("the text in %(locale)s is required", locale=default_locale))
     if draft.scheduled_at is not None and draft.scheduled_at <= now:
@@ -86,11 +96,19 @@ def create_broadcast(
     return broadcast
 
 
-def _title(draft: NoticeDraft, locale: str, default: str) -> str:
-    title = draft.titles.get(locale, "").strip()
-    if len(title) > MAX_TITLE:
+def _checked_title(raw: str) -> str:
+    """A title is one line (it becomes an e-mail subject): 1 to MAX_TITLE characters."""
+    title = raw.strip()
+    if not title or len(title) > MAX_TITLE:
         raise BroadcastError(_("the title must have 1 to %(n)d characters", n=MAX_TITLE))
-    return title or default
+    if any(c in title for c in "\r\n\0"):
+        raise BroadcastError(_("the title must be a single line"))
+    return title
+
+
+def _title(draft: NoticeDraft, locale: str, default: str) -> str:
+    raw = draft.titles.get(locale, "")
+    return _checked_title(raw) if raw.strip() else default
 
 
 def _areas(session: Session, slugs: tuple[str, ...]) -> list[Area]:
@@ -123,7 +141,9 @@ def cancel_broadcast(session: Session, broadcast_id: int) -> int:
         update(Delivery)
         .where(
             Delivery.broadcast_id == broadcast_id,
-            Delivery.status.in_((DeliveryStatus.PENDING, DeliveryStatus.RETRY)),
+            # claimed rows too: a job marks a row sent only while it is still `sending`, so
+            # whatever it has not handed over yet is aborted at the server
+            Delivery.status.in_(DeliveryStatus.OPEN),
         )
         .values(status=DeliveryStatus.CANCELLED, claim_id=None)
     )
@@ -210,5 +230,8 @@ def send_notice(rt: Runtime, draft: NoticeDraft, *, actor: str) -> int:
             areas=list(draft.areas),
         )
         broadcast_id, priority, at = broadcast.id, broadcast.priority, broadcast.scheduled_at
-    queues.enqueue_plan(rt.redis, priority, broadcast_id, at)
+    try:
+        queues.enqueue_plan(rt.redis, priority, broadcast_id, at)
+    except redis.RedisError:
+        raise SavedNotQueued(broadcast_id) from None
     return broadcast_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import sys
@@ -12,12 +13,15 @@ from datetime import UTC, datetime
 from functools import wraps
 
 import click
+import redis
+import sqlalchemy.exc
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 from flask_babel import force_locale, ngettext
 from flask_babel import gettext as _
 from sqlalchemy import select
 
+from hub.config import ConfigError
 from hub.i18n import BROADCAST_STATUS_LABELS, DELIVERY_STATUS_LABELS
 from hub.models import Area, ChannelPolicy, DeliveryStatus, Priority, Role, Topic
 
@@ -257,7 +261,7 @@ def _parse_at(value: str | None) -> datetime | None:
 @localised
 def broadcast_send(topic, areas, priority, policy, title, title_en, body_sl, body_en, at, wait):
     """Plan and send a notice; each resident gets it in their own language."""
-    from hub.broadcasts import BroadcastError, NoticeDraft, send_notice
+    from hub.broadcasts import BroadcastError, NoticeDraft, SavedNotQueued, send_notice
 
     draft = NoticeDraft(
         title=title,
@@ -269,8 +273,17 @@ def broadcast_send(topic, areas, priority, policy, title, title_en, body_sl, bod
         titles={"en": title_en} if title_en else {},
         scheduled_at=_parse_at(at),
     )
-    with bad_input_from(BroadcastError):
-        broadcast_id = send_notice(rt(), draft, actor="cli")
+    try:
+        with bad_input_from(BroadcastError):
+            broadcast_id = send_notice(rt(), draft, actor="cli")
+    except SavedNotQueued as exc:
+        raise click.ClickException(
+            _(
+                "notice %(id)d is saved, but Redis cannot be reached: it starts by itself once "
+                "Redis is back (do not send it again)",
+                id=exc.broadcast_id,
+            )
+        ) from None
     if at:
         click.echo(_("notice %(id)d queued for %(at)s", id=broadcast_id, at=at))
     else:
@@ -460,7 +473,31 @@ def _create_app():
     return create_app()
 
 
-main = FlaskGroup(
+class HubGroup(FlaskGroup):
+    """Turns the failures an operator can fix (a database or Redis that cannot be reached, a
+    port in use, a bad setting) into one clear line instead of a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+        except sqlalchemy.exc.OperationalError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            raise click.ClickException(
+                _("cannot use the database: %(reason)s", reason=reason)
+            ) from None
+        except redis.ConnectionError as exc:
+            raise click.ClickException(_("cannot reach Redis: %(reason)s", reason=exc)) from None
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise click.ClickException(
+                _("a port is already in use (%(reason)s): choose another", reason=exc.strerror)
+            ) from None
+
+
+main = HubGroup(
     name="hub",
     create_app=_create_app,
     add_default_commands=False,

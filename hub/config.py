@@ -14,14 +14,24 @@ def _env(name: str, default: str = "") -> str:
     return os.environ.get(name, default).strip()
 
 
+class ConfigError(ValueError):
+    """A setting in the environment is wrong; the message names it."""
+
+
 def _int(name: str, default: int) -> int:
     raw = _env(name)
-    return int(raw) if raw else default
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
 
 
 def _float(name: str, default: float) -> float:
     raw = _env(name)
-    return float(raw) if raw else default
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
 
 
 @dataclass
@@ -49,6 +59,10 @@ class Settings:
     email_concurrency: int = 10  # SMTP sessions per send job, each reused for many messages
     email_rate_per_s: float = 100.0  # token bucket shared by every worker
     max_attempts: int = 5
+    # When the provider itself is down, retries do not count against the address; give up
+    # once the delivery is this old instead.
+    give_up_after_s: int = 24 * 3600
+    job_budget_s: int = 30  # a send job gives its worker back after this long
     claim_ttl_s: int = 30  # a claim whose heartbeat is older than this belongs to a dead worker
     sweep_interval_s: int = 30
     # Work due this long without a live job counts as lost. Scheduled jobs land well within
@@ -82,6 +96,8 @@ class Settings:
             email_concurrency=_int("HUB_EMAIL_CONCURRENCY", 10),
             email_rate_per_s=_float("HUB_EMAIL_RATE", 100.0),
             max_attempts=_int("HUB_MAX_ATTEMPTS", 5),
+            give_up_after_s=_int("HUB_GIVE_UP_AFTER", 24 * 3600),
+            job_budget_s=_int("HUB_JOB_BUDGET", 30),
             claim_ttl_s=_int("HUB_CLAIM_TTL", 30),
             sweep_interval_s=_int("HUB_SWEEP_INTERVAL", 30),
             sweep_grace_s=_int("HUB_SWEEP_GRACE", 20),
@@ -106,9 +122,13 @@ class Settings:
         return self.instance_path / "sandbox.db"
 
     def ensure_secret_key(self) -> None:
-        """Use HUB_SECRET_KEY, or a random key kept under instance/ so sessions survive restarts."""
+        """Use HUB_SECRET_KEY, or (on a single machine with SQLite) a random key kept under
+        instance/ so sessions survive restarts."""
         if self.secret_key:
             return
+        if not self.database_url.startswith("sqlite"):
+            # Several hosts must share one key, or links signed by a worker fail on the web.
+            raise ConfigError("set HUB_SECRET_KEY: every web and worker host needs the same one")
         key_file = self.instance_path / "secret_key"
         self.instance_path.mkdir(parents=True, exist_ok=True)
         if not key_file.exists():

@@ -14,11 +14,13 @@ class InvalidAddress(ValueError):
 
 def normalise_email(raw: str) -> str:
     try:
-        result = validate_email(raw.strip(), check_deliverability=False)
+        # No SMTPUTF8 local parts: few relays accept them, and one would fail every send.
+        result = validate_email(raw.strip(), check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
         raise InvalidAddress(str(exc)) from None
-    # The domain part is case-insensitive; the local part is kept as the resident wrote it.
-    return result.normalized
+    # The domain part is case-insensitive (and IDNA-encoded here, as SMTP needs it); the local
+    # part is kept as the resident wrote it.
+    return result.ascii_email or result.normalized
 
 
 def normalise_phone(raw: str, region: str = DEFAULT_REGION) -> str:

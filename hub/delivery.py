@@ -1,23 +1,24 @@
 """Send jobs: claim a chunk of the outbox, send it through its channel within the provider's rate,
 record every outcome, retry with back-off, and fall back to the next channel when an address is
 dead. Idempotent: rows are claimed with a conditional UPDATE, so a job run twice sends nothing
-twice."""
+twice. A job never holds its worker long: it stops after HUB_JOB_BUDGET seconds, when the rate
+limit would keep it waiting, or when an emergency is sending, gives its remaining rows back and
+comes back later, so an emergency never waits behind a bulk send."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.utils import parseaddr
 from itertools import groupby
 
-from sqlalchemy import and_, exists, func, insert, select, update
+from sqlalchemy import and_, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from channels import base as outcome
-from channels.email import OutgoingEmail, SmtpSession, SmtpSettings
 from hub import queues, runtime
+from hub.adapters import CHANNEL_ADAPTERS, ClaimedRow
 from hub.clock import utcnow
 from hub.models import (
     Broadcast,
@@ -26,81 +27,28 @@ from hub.models import (
     ContactPoint,
     Delivery,
     DeliveryStatus,
+    Priority,
 )
 from hub.ratelimit import TokenBucket
-from hub.rendering import UNSUBSCRIBE_MARK, ensure_renderings, renderings_of
-from hub.tokens import make_token
+from hub.rendering import ensure_renderings, renderings_of
 
-# A job that would wait longer than this for rate tokens gives its rows back and comes back
-# later, so a throttled channel never holds a worker (and the emergencies behind it) hostage.
+# A job that would wait longer than this for one rate token gives its rows back and comes back
+# when the token is there.
 MAX_TOKEN_WAIT_S = 2.0
 CLAIM_KEY = "hub:claim:{}"
-
-
-@dataclass(frozen=True)
-class ClaimedRow:
-    id: int
-    resident_id: int
-    contact_point_id: int
-    channel: str
-    locale: str
-    attempts: int
-    address: str
-
-
-class EmailAdapter:
-    """Turns claimed rows into e-mails for channels.email and back."""
-
-    channel = "email"
-
-    def __init__(self, rt: runtime.Runtime, broadcast_id: int, renderings: dict):
-        self.settings = rt.settings
-        self.broadcast_id = broadcast_id
-        self.renderings = renderings
-        self.domain = parseaddr(self.settings.mail_from)[1].rpartition("@")[2] or "localhost"
-        self.concurrency = max(1, self.settings.email_concurrency)
-        self.rate_per_s = self.settings.email_rate_per_s
-
-    def session(self) -> SmtpSession:
-        s = self.settings
-        if s.email_uses_sandbox:
-            smtp = SmtpSettings("127.0.0.1", s.sandbox_smtp_port, starttls=False)
-        else:
-            smtp = SmtpSettings(
-                s.smtp_host, s.smtp_port, s.smtp_username, s.smtp_password, s.smtp_starttls
-            )
-        return SmtpSession(smtp, s.mail_from, s.email_concurrency)
-
-    def outgoing(self, row: ClaimedRow) -> OutgoingEmail:
-        rendering = self.renderings[(row.locale, "email")]
-        secret = self.settings.secret_key
-        unsubscribe = f"{self.settings.base_url}/unsubscribe/{make_token(secret, 'unsub', row.id)}"
-        return OutgoingEmail(
-            key=row.id,
-            to=row.address,
-            subject=rendering.subject,
-            text=rendering.text.replace(UNSUBSCRIBE_MARK, unsubscribe),
-            html=rendering.html.replace(UNSUBSCRIBE_MARK, unsubscribe),
-            message_id=f"<n{self.broadcast_id}.d{row.id}@{self.domain}>",
-            envelope_from=f"bounce+{row.id}@{self.domain}",
-            reply_to=f"reply+{make_token(secret, 'reply', row.id)}@{self.domain}",
-            unsubscribe_url=unsubscribe,
-        )
-
-    async def send_round(self, session: SmtpSession, rows, commit) -> list[outcome.Outcome]:
-        mails = [self.outgoing(row) for row in rows]
-        message_ids = {m.key: m.message_id for m in mails}
-        return await session.send_round(
-            mails, lambda keys: commit({k: message_ids[k] for k in keys})
-        )
-
-
-CHANNEL_ADAPTERS = {"email": EmailAdapter}
+EMERGENCY_KEY = "hub:emergency-sending"  # while it lives, other jobs yield their worker
+EMERGENCY_CHECK_S = 0.5
+OPEN_WAITING = (DeliveryStatus.PENDING, DeliveryStatus.RETRY)
 
 
 def send_chunk(broadcast_id: int, bucket: int) -> dict:
     """RQ entry point: send the due deliveries of one chunk of one notice."""
     return ChunkJob(runtime.current(), broadcast_id, bucket).run()
+
+
+def announce_emergency(rt: runtime.Runtime) -> None:
+    """Tell every running non-emergency job to give its worker up (see ChunkJob.should_stop)."""
+    rt.redis.set(EMERGENCY_KEY, 1, ex=max(5, rt.settings.claim_ttl_s))
 
 
 class ChunkJob:
@@ -115,6 +63,11 @@ class ChunkJob:
         self.job_id = queues.send_job_id(broadcast_id, bucket)
         self.counts: dict[str, int] = {}
         self.fallback_ids: list[int] = []
+        self.outcomes: list[outcome.Outcome] = []
+        self.rows: dict[int, ClaimedRow] = {}
+        self.started = time.monotonic()
+        self.last_beat = 0.0
+        self.last_emergency_check = 0.0
 
     def run(self) -> dict:
         with self.rt.session() as session:
@@ -122,13 +75,16 @@ class ChunkJob:
             if broadcast is None or broadcast.status == BroadcastStatus.CANCELLED:
                 return {"claimed": 0}
             self.priority, self.policy = broadcast.priority, broadcast.channel_policy
+        self.heartbeat()
+        self.skip_unusable()
         rows = self.claim()
         if rows:
             with self.rt.session() as session:
                 renderings = renderings_of(session, self.broadcast_id)
             for channel, group in groupby(rows, key=lambda r: r.channel):
-                adapter = CHANNEL_ADAPTERS[channel](self.rt, self.broadcast_id, renderings)
+                adapter = CHANNEL_ADAPTERS[channel](self.settings, self.broadcast_id, renderings)
                 asyncio.run(self.send_channel(adapter, list(group)))
+            self.flush_outcomes()
             self.rt.redis.delete(CLAIM_KEY.format(self.claim_id))
         self.enqueue_follow_ups()
         queues.clear_running(self.rt.redis, self.job_id)
@@ -140,8 +96,13 @@ class ChunkJob:
     def heartbeat(self) -> None:
         """While these keys live, the sweeper leaves this chunk and its claimed rows alone."""
         ttl = self.settings.claim_ttl_s
-        self.rt.redis.set(CLAIM_KEY.format(self.claim_id), 1, ex=ttl)
-        queues.mark_running(self.rt.redis, self.job_id, ttl)
+        with self.rt.redis.pipeline() as pipe:
+            pipe.set(CLAIM_KEY.format(self.claim_id), 1, ex=ttl)
+            pipe.set(queues.RUNNING_KEY.format(self.job_id), 1, ex=ttl)
+            if self.priority == Priority.EMERGENCY:
+                pipe.set(EMERGENCY_KEY, 1, ex=max(5, ttl))
+            pipe.execute()
+        self.last_beat = time.monotonic()
 
     def _in_chunk(self):
         return and_(
@@ -150,17 +111,42 @@ class ChunkJob:
             Delivery.id <= self.hi,
         )
 
+    def _due(self, now: datetime):
+        return and_(
+            Delivery.status.in_(OPEN_WAITING),
+            or_(Delivery.not_before.is_(None), Delivery.not_before <= now),
+        )
+
+    def skip_unusable(self) -> None:
+        """Rows whose address was deactivated or opted out since planning are not sent: an
+        opted-out address is cancelled; a dead one falls back like a bounce."""
+        now = utcnow()
+        unusable = or_(ContactPoint.active.is_(False), ContactPoint.opted_out_at.is_not(None))
+        with self.rt.session() as session:
+            rows = session.execute(
+                select(Delivery.id, Delivery.resident_id, Delivery.locale, ContactPoint.active)
+                .join(ContactPoint, ContactPoint.id == Delivery.contact_point_id)
+                .where(self._in_chunk(), self._due(now), unusable)
+            ).all()
+            for delivery_id, resident_id, locale, active in rows:
+                if active:
+                    reason, status = "the address opted out", DeliveryStatus.CANCELLED
+                else:
+                    reason, status = "the address was deactivated", DeliveryStatus.GONE
+                session.execute(
+                    update(Delivery)
+                    .where(Delivery.id == delivery_id, Delivery.status.in_(OPEN_WAITING))
+                    .values(status=status, error=reason)
+                )
+                if status == DeliveryStatus.GONE:
+                    self._fall_back(session, delivery_id, resident_id, locale)
+
     def claim(self) -> list[ClaimedRow]:
         now = utcnow()
-        self.heartbeat()
         with self.rt.session() as session:
             session.execute(
                 update(Delivery)
-                .where(
-                    self._in_chunk(),
-                    Delivery.status.in_((DeliveryStatus.PENDING, DeliveryStatus.RETRY)),
-                    (Delivery.not_before.is_(None)) | (Delivery.not_before <= now),
-                )
+                .where(self._in_chunk(), self._due(now))
                 .values(status=DeliveryStatus.SENDING, claim_id=self.claim_id, claimed_at=now)
             )
             rows = session.execute(
@@ -171,40 +157,68 @@ class ChunkJob:
                     Delivery.channel,
                     Delivery.locale,
                     Delivery.attempts,
+                    Delivery.created_at,
                     ContactPoint.address,
                 )
                 .join(ContactPoint, ContactPoint.id == Delivery.contact_point_id)
                 .where(self._in_chunk(), Delivery.claim_id == self.claim_id)
                 .order_by(Delivery.channel, Delivery.id)
             ).all()
-        return [ClaimedRow(*row) for row in rows]
+        claimed = [ClaimedRow(*row) for row in rows]
+        self.rows = {row.id: row for row in claimed}
+        return claimed
 
     # -- sending ---------------------------------------------------------------------------
 
     async def send_channel(self, adapter, rows: list[ClaimedRow]) -> None:
+        """Hand rows to the channel as rate tokens allow, until done or told to stop."""
         bucket = TokenBucket(self.rt.redis, adapter.channel, adapter.rate_per_s)
-        concurrency = adapter.concurrency
-        async with adapter.session() as smtp:
-            position = 0
+
+        async def paced():
+            tokens, position = 0, 0
             while position < len(rows):
-                grant = bucket.take(min(concurrency, len(rows) - position))
-                if not grant.granted:
-                    if grant.wait_s > MAX_TOKEN_WAIT_S:
-                        self.release(rows[position:], grant.wait_s)
+                if not tokens:
+                    if self.should_stop():
+                        self.release(rows[position:], 0)
                         return
-                    await asyncio.sleep(grant.wait_s)
-                    continue
-                batch = rows[position : position + grant.granted]
-                position += len(batch)
-                self.heartbeat()
-                results = await adapter.send_round(smtp, batch, self.commit_sent)
-                self.record(results, {r.id: r for r in batch})
+                    grant = bucket.take(min(adapter.concurrency, len(rows) - position))
+                    if not grant.granted:
+                        if grant.wait_s > MAX_TOKEN_WAIT_S:
+                            self.release(rows[position:], grant.wait_s)
+                            return
+                        await asyncio.sleep(grant.wait_s)
+                        continue
+                    tokens = grant.granted
+                tokens -= 1
+                position += 1
+                yield rows[position - 1]
+
+        await adapter.send(paced(), self.commit_sent, self.report)
+
+    def report(self, result: outcome.Outcome) -> None:
+        """An outcome to write with the next commit (or when the job ends)."""
+        self.outcomes.append(result)
+
+    def should_stop(self) -> bool:
+        """Give the worker back: the job's time is up, or an emergency needs the workers."""
+        if time.monotonic() - self.started > self.settings.job_budget_s:
+            return True
+        if self.priority == Priority.EMERGENCY:
+            return False
+        now = time.monotonic()
+        if now - self.last_emergency_check < EMERGENCY_CHECK_S:
+            return False
+        self.last_emergency_check = now
+        return bool(self.rt.redis.exists(EMERGENCY_KEY))
 
     def commit_sent(self, provider_ids: dict[int, str]) -> set[int]:
-        """Mark staged messages sent before they are completed at the provider (see
-        channels/email.py); returns the ids this job still owns."""
+        """Mark messages waiting for their final dot as sent, in one transaction with the
+        outcomes reported since the last commit; returns the ids this job still owns."""
         now = utcnow()
+        if time.monotonic() - self.last_beat > 1.0:
+            self.heartbeat()  # before, not after, the commit: nothing may delay the dots
         with self.rt.session() as session:
+            self._record(session, now)
             owned = set(
                 session.scalars(
                     update(Delivery)
@@ -224,8 +238,7 @@ class ChunkJob:
             )
             if owned:
                 session.execute(
-                    update(Delivery),
-                    [{"id": i, "provider_id": provider_ids[i]} for i in owned],
+                    update(Delivery), [{"id": i, "provider_id": provider_ids[i]} for i in owned]
                 )
         self._count(DeliveryStatus.SENT, len(owned))
         return owned
@@ -234,7 +247,7 @@ class ChunkJob:
         self.counts[status] = self.counts.get(status, 0) + n
 
     def release(self, rows: list[ClaimedRow], wait_s: float) -> None:
-        """Give rows back for later (rate limit), so the worker is free for other work."""
+        """Give rows back for later, so the worker is free for other work."""
         later = utcnow() + timedelta(seconds=wait_s)
         with self.rt.session() as session:
             session.execute(
@@ -249,45 +262,59 @@ class ChunkJob:
 
     # -- outcomes --------------------------------------------------------------------------
 
-    def record(self, results: list[outcome.Outcome], rows: dict[int, ClaimedRow]) -> None:
-        unhappy = [o for o in results if o.status != outcome.SENT or o.error]
-        if not unhappy:
-            return
-        now = utcnow()
+    def flush_outcomes(self) -> None:
         with self.rt.session() as session:
-            for result in unhappy:
-                row = rows[result.key]
-                if result.status == outcome.SENT:
-                    self._update(session, row, error=result.error)
-                elif result.status == outcome.RETRY:
-                    self._retry_or_fail(session, row, result, now)
-                elif result.status == outcome.GONE:
-                    self._gone(session, row, result.error)
-                else:
-                    self._update(session, row, status=DeliveryStatus.FAILED, error=result.error)
+            self._record(session, utcnow())
+
+    def _record(self, session: Session, now: datetime) -> None:
+        """Write the outcomes reported so far (plain successes were written by the commit)."""
+        results, self.outcomes = self.outcomes, []
+        reopened = False
+        for result in results:
+            row = self.rows[result.key]
+            if result.status == outcome.SENT:
+                self._update(session, row, error=result.error)
+            elif result.status == outcome.RETRY:
+                reopened |= self._retry_or_fail(session, row, result, now)
+            elif result.status == outcome.GONE:
+                self._gone(session, row, result.error)
+            else:
+                if self._update(session, row, status=DeliveryStatus.FAILED, error=result.error):
                     self._blame_address(session, row)
                     self._count(DeliveryStatus.FAILED)
+        if reopened:
+            # A row sent earlier came back (rejected after its dot): the notice is not done.
+            session.execute(
+                update(Broadcast)
+                .where(Broadcast.id == self.broadcast_id, Broadcast.status == BroadcastStatus.DONE)
+                .values(status=BroadcastStatus.SENDING, finished_at=None)
+            )
 
-    def _update(self, session: Session, row: ClaimedRow, **values) -> None:
-        session.execute(
+    def _update(self, session: Session, row: ClaimedRow, **values) -> bool:
+        """Change a row this job still owns; False if it is no longer ours."""
+        result = session.execute(
             update(Delivery)
             .where(Delivery.id == row.id, Delivery.claim_id == self.claim_id)
             .values(**values)
         )
+        return bool(result.rowcount)
 
-    def _retry_or_fail(self, session, row: ClaimedRow, result: outcome.Outcome, now) -> None:
-        attempts = row.attempts + 1
-        if attempts >= self.settings.max_attempts:
-            error = f"gave up after {attempts} attempts: {result.error}"
-            self._update(
-                session, row, status=DeliveryStatus.FAILED, attempts=attempts, error=error[:1000]
-            )
-            self._count(DeliveryStatus.FAILED)
-            return
-        delay = queues.retry_delay(attempts)
+    def _retry_or_fail(self, session, row: ClaimedRow, result: outcome.Outcome, now) -> bool:
+        """Back off, or give up: after max attempts, or (when the provider is down, which
+        does not count against the address) once the notice is older than the give-up age."""
+        attempts = row.attempts + (0 if result.provider_down else 1)
+        too_old = now - row.created_at > timedelta(seconds=self.settings.give_up_after_s)
+        if attempts >= self.settings.max_attempts or (result.provider_down and too_old):
+            tried = f"gave up after {max(attempts, 1)} attempts: {result.error}"
+            if self._update(
+                session, row, status=DeliveryStatus.FAILED, attempts=attempts, error=tried[:1000]
+            ):
+                self._count(DeliveryStatus.FAILED)
+            return False
+        delay = queues.retry_delay(max(attempts, 1))
         if result.retry_after_s:
             delay = max(delay, timedelta(seconds=result.retry_after_s))
-        self._update(
+        if self._update(
             session,
             row,
             status=DeliveryStatus.RETRY,
@@ -295,8 +322,10 @@ class ChunkJob:
             not_before=now + delay,
             claim_id=None,
             error=result.error,
-        )
-        self._count(DeliveryStatus.RETRY)
+        ):
+            self._count(DeliveryStatus.RETRY)
+            return True
+        return False
 
     def _blame_address(self, session: Session, row: ClaimedRow) -> None:
         session.execute(
@@ -307,7 +336,8 @@ class ChunkJob:
 
     def _gone(self, session: Session, row: ClaimedRow, error: str | None) -> None:
         """The address is dead: stop using it, and under `preferred` try the next channel."""
-        self._update(session, row, status=DeliveryStatus.GONE, error=error)
+        if not self._update(session, row, status=DeliveryStatus.GONE, error=error):
+            return
         session.execute(
             update(ContactPoint)
             .where(ContactPoint.id == row.contact_point_id)
@@ -318,22 +348,22 @@ class ChunkJob:
             )
         )
         self._count(DeliveryStatus.GONE)
-        if self.policy == ChannelPolicy.PREFERRED:
-            new_id = add_fallback(
-                session,
-                self.broadcast_id,
-                row.id,
-                row.resident_id,
-                row.locale,
-                self.settings.default_locale,
-            )
-            if new_id is not None:
-                self.fallback_ids.append(new_id)
+        self._fall_back(session, row.id, row.resident_id, row.locale)
+
+    def _fall_back(self, session: Session, from_id: int, resident_id: int, locale: str) -> None:
+        if self.policy != ChannelPolicy.PREFERRED:
+            return
+        new_id = add_fallback(
+            session, self.broadcast_id, from_id, resident_id, locale, self.settings.default_locale
+        )
+        if new_id is not None:
+            self.fallback_ids.append(new_id)
 
     # -- afterwards ------------------------------------------------------------------------
 
     def enqueue_follow_ups(self) -> None:
-        """Come back for rows that wait (quiet hours, back-off, rate), and start fall-backs."""
+        """Come back for rows that wait (quiet hours, back-off, rate, a yielded worker), and
+        start fall-backs."""
         redis, size = self.rt.redis, self.settings.chunk_size
         if self.fallback_ids:
             buckets = {(self.broadcast_id, i // size) for i in self.fallback_ids}
@@ -341,8 +371,7 @@ class ChunkJob:
         with self.rt.session() as session:
             next_time = session.scalar(
                 select(func.min(Delivery.not_before)).where(
-                    self._in_chunk(),
-                    Delivery.status.in_((DeliveryStatus.PENDING, DeliveryStatus.RETRY)),
+                    self._in_chunk(), Delivery.status.in_(OPEN_WAITING)
                 )
             )
         if next_time is not None:

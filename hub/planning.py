@@ -19,11 +19,13 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, object_session
 
 from hub import queues, runtime
+from hub.adapters import CHANNEL_ADAPTERS
 from hub.clock import utcnow
-from hub.delivery import CHANNEL_ADAPTERS, finish_if_done
+from hub.delivery import announce_emergency, finish_if_done
 from hub.models import (
     Broadcast,
     BroadcastStatus,
@@ -55,12 +57,16 @@ def plan_broadcast(rt: runtime.Runtime, broadcast_id: int, now: datetime | None 
             return {"planned": 0}
         priority = broadcast.priority
         ids = session.execute(select(func.min(Resident.id), func.max(Resident.id))).one()
+    if priority == Priority.EMERGENCY:
+        announce_emergency(rt)  # bulk jobs give their workers up now, not after their chunk
     planned = 0
     job_id = queues.plan_job_id(broadcast_id)
     if ids[0] is not None:
         start = max(ids[0], _cursor(rt, broadcast_id))
         for lo in range(start, ids[1] + 1, RESIDENTS_PER_STEP):
             queues.mark_running(rt.redis, job_id, rt.settings.claim_ttl_s)
+            if _cancelled(rt, broadcast_id):
+                break
             hi = min(lo + RESIDENTS_PER_STEP, ids[1] + 1)
             planned += _plan_step(rt, broadcast_id, lo, hi, now, priority)
     with rt.session() as session:
@@ -68,6 +74,12 @@ def plan_broadcast(rt: runtime.Runtime, broadcast_id: int, now: datetime | None 
     queues.clear_running(rt.redis, job_id)
     finish_if_done(rt, broadcast_id)
     return {"planned": planned}
+
+
+def _cancelled(rt: runtime.Runtime, broadcast_id: int) -> bool:
+    with rt.session() as session:
+        status = session.scalar(select(Broadcast.status).where(Broadcast.id == broadcast_id))
+    return status == BroadcastStatus.CANCELLED
 
 
 def _take_for_planning(session: Session, broadcast_id: int, now: datetime) -> Broadcast | None:
@@ -179,7 +191,7 @@ def audience_insert(
         .join(usable, and_(usable.c.resident_id == r.id, usable.c.rn == 1))
         .where(r.id >= lo, r.id < hi, audience_filter(broadcast))
     )
-    return insert(Delivery).from_select(
+    return _insert_ignoring_duplicates(broadcast).from_select(
         [
             "broadcast_id",
             "resident_id",
@@ -193,6 +205,16 @@ def audience_insert(
         ],
         select_rows,
     )
+
+
+def _insert_ignoring_duplicates(broadcast: Broadcast):
+    """INSERT ... ON CONFLICT DO NOTHING: a second planner of the same notice (a re-run after a
+    crash racing the first) adds nothing instead of failing on UNIQUE(notice, address)."""
+    dialect = object_session(broadcast).get_bind().dialect.name
+    module = {"postgresql": postgresql, "sqlite": sqlite}.get(dialect)
+    if module is None:
+        return insert(Delivery)
+    return module.insert(Delivery).on_conflict_do_nothing()
 
 
 def audience_filter(broadcast: Broadcast):

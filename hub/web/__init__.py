@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
+from urllib.parse import urlsplit
 
 from flask import Flask, abort, current_app, g, redirect, request, session, url_for
 
@@ -31,6 +32,16 @@ def roles(*allowed: str) -> Callable[[Callable], Callable]:
         return wrapper
 
     return decorate
+
+
+def local_path(target: str | None, fallback: str) -> str:
+    """`target` if it is a path on this site, else `fallback`: a form's `next` must not send
+    anyone to another site (browsers read "/\\evil" and "/\t/evil" as other hosts)."""
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return fallback
+    if any(c in target for c in "\\\t\r\n") or urlsplit(target).netloc:
+        return fallback
+    return target
 
 
 def access_rule(view: Callable) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from flask import (
     Blueprint,
     current_app,
@@ -18,21 +16,9 @@ from flask_babel import gettext as _
 
 from hub.models import Role
 from hub.staff import authenticate
-from hub.web import public, roles
+from hub.web import local_path, public, roles
 
 bp = Blueprint("auth", __name__)
-
-
-def _safe_next(target: str | None) -> str:
-    """Only local paths, so the login form cannot bounce a user to another site."""
-    if (
-        target
-        and target.startswith("/")
-        and not target.startswith("//")
-        and not urlsplit(target).netloc
-    ):
-        return target
-    return url_for("staff.index")
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -46,7 +32,7 @@ def login():
         if user_id is not None:
             session.clear()
             session["staff_id"] = user_id
-            return redirect(_safe_next(request.args.get("next")))
+            return redirect(local_path(request.args.get("next"), url_for("staff.index")))
         flash(_("Wrong e-mail address or password."), "error")
         return render_template("pages/login.html"), 401
     return render_template("pages/login.html")

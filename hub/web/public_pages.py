@@ -15,7 +15,7 @@ from flask import (
 
 from hub import csrf, health
 from hub.unsubscribe import find_target, is_subscribed, unsubscribe
-from hub.web import public
+from hub.web import local_path, public
 
 bp = Blueprint("public", __name__)
 
@@ -50,5 +50,4 @@ def set_language(code: str):
     if code not in current_app.extensions["hub"].settings.locales:
         abort(400)
     session["locale"] = code
-    target = request.form.get("next", "/")
-    return redirect(target if target.startswith("/") and not target.startswith("//") else "/")
+    return redirect(local_path(request.form.get("next"), "/"))
