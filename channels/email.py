@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import contextlib
 import os
 import secrets
 import signal
@@ -193,13 +194,15 @@ class _Waiting:
 
 
 DOTTED, NOT_OWNED, LOST = "dotted", "not-owned", "lost"
+GATHER_S = 0.002  # how long a group commit may wait for more messages to join
 
 
 class _GroupCommit:
     """Commits whatever messages wait, then writes their dots at once."""
 
-    def __init__(self, commit: Commit):
+    def __init__(self, commit: Commit, in_flight: Callable[[], int]):
         self.commit = commit
+        self.in_flight = in_flight  # how many messages are on their way to the commit
         self.waiting: list[_Waiting] = []
         self.wakeup = asyncio.Event()
 
@@ -210,10 +213,17 @@ class _GroupCommit:
         return await item.done
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self.wakeup.wait()
             self.wakeup.clear()
-            await asyncio.sleep(0)  # let connections that are just finishing join this group
+            # Gather a bigger group (fewer commits) while more messages are about to arrive,
+            # but never hold the first one long.
+            deadline = loop.time() + GATHER_S
+            while len(self.waiting) < self.in_flight() and (left := deadline - loop.time()) > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wakeup.wait(), left)
+                self.wakeup.clear()
             batch, self.waiting = self.waiting, []
             for item, result in zip(batch, self._commit_and_dot(batch), strict=True):
                 item.done.set_result(result)
@@ -260,13 +270,14 @@ class SmtpSender:
         self.from_header = from_header
         self.concurrency = max(1, concurrency)
         self._connected = 0
+        self._in_flight = 0  # messages between MAIL FROM and the commit
 
     async def send(
         self, mails: AsyncIterator[OutgoingEmail], commit: Commit, report: Report
     ) -> None:
         """Send every message `mails` yields; `report` gets each outcome except plain success
         after a commit (the commit already recorded those). See the module doc for `commit`."""
-        group = _GroupCommit(commit)
+        group = _GroupCommit(commit, lambda: self._in_flight)
         committer = asyncio.create_task(group.run())
         source = _Source(mails)
         try:
@@ -332,33 +343,40 @@ class SmtpSender:
             payload = data_payload(build_message(mail, self.from_header))
         except ValueError as exc:
             return Outcome(mail.key, FAILED, error=f"cannot build the message: {exc}"[:1000]), conn
+        self._in_flight += 1
+        try:
+            outcome, conn = await self._stage_and_commit(conn, mail, payload, group)
+        finally:
+            self._in_flight -= 1
+        if outcome is not None or conn is None:
+            return outcome, conn
+        return await self._reply(conn, mail)
+
+    async def _stage_and_commit(self, conn, mail: OutgoingEmail, payload: bytes, group):
+        """Up to the dot, then the group commit; (None, conn) when the dot went out."""
         try:
             refused = await self._up_to_the_dot(conn, mail, payload)
         except (aiosmtplib.SMTPException, OSError, AttributeError) as exc:
-            conn.close()
-            self._connected -= 1
-            return Outcome(
-                mail.key, RETRY, provider_down=True, error=f"SMTP connection lost: {exc}"[:1000]
-            ), None
+            self._drop(conn)
+            error = f"SMTP connection lost: {exc}"[:1000]
+            return Outcome(mail.key, RETRY, provider_down=True, error=error), None
         except UnicodeError as exc:
-            return Outcome(mail.key, FAILED, error=f"address not usable: {exc}"[:1000]), (
-                await self._reset(conn)
-            )
+            error = f"address not usable: {exc}"[:1000]
+            return Outcome(mail.key, FAILED, error=error), await self._reset(conn)
         if refused is not None:
             return refused, await self._reset(conn)
         result = await group.finish(mail, conn)
-        if result != DOTTED:
-            conn.close()
-            self._connected -= 1
-            if result == NOT_OWNED:
-                return None, None  # someone else has the row now; the server drops this copy
-            return Outcome(
-                mail.key,
-                RETRY,
-                provider_down=True,
-                error="SMTP connection lost before the final dot",
-            ), None
-        return await self._reply(conn, mail)
+        if result == DOTTED:
+            return None, conn
+        self._drop(conn)
+        if result == NOT_OWNED:
+            return None, None  # someone else has the row now; the server drops this copy
+        error = "SMTP connection lost before the final dot"
+        return Outcome(mail.key, RETRY, provider_down=True, error=error), None
+
+    def _drop(self, conn: aiosmtplib.SMTP) -> None:
+        conn.close()
+        self._connected -= 1
 
     async def _up_to_the_dot(self, conn, mail: OutgoingEmail, payload: bytes) -> Outcome | None:
         for phase, command, expected in (
@@ -382,8 +400,7 @@ class SmtpSender:
             # message. SMTP's answer (RFC 5321 4.1.1.4, RFC 1047) is to send it again and
             # accept a possible duplicate rather than a possible loss; for a city's warnings
             # that is the right side to err on.
-            conn.close()
-            self._connected -= 1
+            self._drop(conn)
             error = f"no reply to the final dot ({exc}); sent again, may arrive twice"
             return Outcome(mail.key, RETRY, provider_down=True, error=error[:1000]), None
         if response.code == 250:
@@ -396,8 +413,7 @@ class SmtpSender:
             await conn.rset()
             return conn
         except (aiosmtplib.SMTPException, OSError, AttributeError):
-            conn.close()
-            self._connected -= 1
+            self._drop(conn)
             return None
 
 

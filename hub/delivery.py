@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime, timedelta
 from itertools import groupby
 
-from sqlalchemy import and_, exists, func, insert, or_, select, update
+from sqlalchemy import and_, case, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from channels import base as outcome
@@ -217,10 +217,12 @@ class ChunkJob:
         now = utcnow()
         if time.monotonic() - self.last_beat > 1.0:
             self.heartbeat()  # before, not after, the commit: nothing may delay the dots
-        with self.rt.session() as session:
-            self._record(session, now)
+        if self.outcomes:
+            self.flush_outcomes()
+        # One statement on a plain connection: this runs for every group of messages.
+        with self.rt.engine.begin() as connection:
             owned = set(
-                session.scalars(
+                connection.scalars(
                     update(Delivery)
                     .where(
                         Delivery.id.in_(list(provider_ids)),
@@ -232,14 +234,11 @@ class ChunkJob:
                         sent_at=now,
                         attempts=Delivery.attempts + 1,
                         error=None,
+                        provider_id=case(provider_ids, value=Delivery.id),
                     )
                     .returning(Delivery.id)
                 )
             )
-            if owned:
-                session.execute(
-                    update(Delivery), [{"id": i, "provider_id": provider_ids[i]} for i in owned]
-                )
         self._count(DeliveryStatus.SENT, len(owned))
         return owned
 

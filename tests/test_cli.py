@@ -211,10 +211,23 @@ def test_commands_on_an_unmigrated_database_say_what_to_do(tmp_path, settings):
 def test_redis_down_at_send_saves_the_notice_and_says_so(hub, rt, settings):
     hub("seed", "kranj")
     result = subprocess.run(
-        [sys.executable, "-m", "hub.cli", "broadcast", "send", "--topic", "events",
-         "--title", "Koncert", "--body-sl", "Danes."],
+        [
+            sys.executable,
+            "-m",
+            "hub.cli",
+            "broadcast",
+            "send",
+            "--topic",
+            "events",
+            "--title",
+            "Koncert",
+            "--body-sl",
+            "Danes.",
+        ],
         env=worker_env(settings, LANG="en_US.UTF-8", HUB_REDIS_URL="redis://127.0.0.1:1/0"),
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 1
     assert "notice 1 is saved, but Redis cannot be reached" in result.stderr
@@ -227,15 +240,19 @@ def test_redis_down_at_send_saves_the_notice_and_says_so(hub, rt, settings):
     [
         ({"HUB_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}, "cannot use the database"),
         ({"HUB_PORT": "abc"}, "HUB_PORT must be a whole number, not 'abc'"),
-        ({"HUB_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none", "HUB_SECRET_KEY": ""},
-         "set HUB_SECRET_KEY"),
+        (
+            {"HUB_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none", "HUB_SECRET_KEY": ""},
+            "set HUB_SECRET_KEY",
+        ),
     ],
 )
 def test_setup_mistakes_get_one_clear_line(settings, env, message):
     result = subprocess.run(
         [sys.executable, "-m", "hub.cli", "topics", "list"],
         env=worker_env(settings, LANG="en_US.UTF-8", **env),
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 1
     assert message in result.stderr
