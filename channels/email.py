@@ -20,6 +20,7 @@ import contextlib
 import os
 import secrets
 import signal
+import socket
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -309,6 +310,7 @@ class SmtpSender:
         conn = aiosmtplib.SMTP(
             hostname=s.host,
             port=s.port,
+            local_hostname=_local_hostname(),
             timeout=s.timeout_s,
             use_tls=implicit_tls,
             start_tls=bool(s.starttls and not implicit_tls),
@@ -440,6 +442,12 @@ class _Source:
 
     def give_back(self, mail: OutgoingEmail) -> None:
         self.returned.append(mail)
+
+
+@lru_cache(maxsize=1)
+def _local_hostname() -> str:
+    """Our name for EHLO, looked up once per process (aiosmtplib would do it per connection)."""
+    return socket.getfqdn()
 
 
 async def _flushed(conn: aiosmtplib.SMTP, timeout_s: float) -> None:

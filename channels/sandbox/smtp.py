@@ -76,6 +76,9 @@ def start_smtp_standin(store_path: Path | str, port: int, host: str = "127.0.0.1
         SandboxSmtpHandler(SandboxStore(store_path)),
         hostname=host,
         port=port,
+        # Named, as a real relay is: otherwise aiosmtpd looks up the machine's FQDN (a DNS
+        # query, blocking its loop) for every connection.
+        server_hostname="sandbox.mestni-glas.invalid",
         # A big relay accepts large notices; the default 32 MiB is fine, keep it explicit.
         data_size_limit=33554432,
     )
