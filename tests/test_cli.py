@@ -17,10 +17,10 @@ HEADER = "name,email,phone,locale,area,topics,channels,quiet_hours\n"
 
 @pytest.fixture
 def hub(settings, tmp_path):
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def run(*args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess:
         result = subprocess.run(
             [sys.executable, "-m", "hub.cli", *args],
-            env=worker_env(settings, LANG="en_US.UTF-8"),
+            env=worker_env(settings, LANG="en_US.UTF-8", **env),
             capture_output=True,
             text=True,
             timeout=120,
@@ -192,43 +192,18 @@ def test_broadcast_send_wait_shows_progress_and_summary(hub, rt, smtp, settings,
     assert len(english) == 20 and all("Tonight at 8." in m["body"] for m in english)
 
 
-def test_commands_on_an_unmigrated_database_say_what_to_do(tmp_path, settings):
-    env = worker_env(
-        settings, LANG="en_US.UTF-8", HUB_DATABASE_URL=f"sqlite:///{tmp_path / 'empty.db'}"
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "hub.cli", "topics", "list"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def test_commands_on_an_unmigrated_database_say_what_to_do(hub, tmp_path):
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    result = hub("topics", "list", check=False, HUB_DATABASE_URL=empty)
     assert result.returncode == 1
     assert "run `hub db upgrade` first" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_redis_down_at_send_saves_the_notice_and_says_so(hub, rt, settings):
+def test_redis_down_at_send_saves_the_notice_and_says_so(hub, rt):
     hub("seed", "kranj")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "hub.cli",
-            "broadcast",
-            "send",
-            "--topic",
-            "events",
-            "--title",
-            "Koncert",
-            "--body-sl",
-            "Danes.",
-        ],
-        env=worker_env(settings, LANG="en_US.UTF-8", HUB_REDIS_URL="redis://127.0.0.1:1/0"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    send = ("broadcast", "send", "--topic", "events", "--title", "Koncert", "--body-sl", "Danes.")
+    result = hub(*send, check=False, HUB_REDIS_URL="redis://127.0.0.1:1/0")
     assert result.returncode == 1
     assert "notice 1 is saved, but Redis cannot be reached" in result.stderr
     assert "Traceback" not in result.stderr
@@ -246,14 +221,8 @@ def test_redis_down_at_send_saves_the_notice_and_says_so(hub, rt, settings):
         ),
     ],
 )
-def test_setup_mistakes_get_one_clear_line(settings, env, message):
-    result = subprocess.run(
-        [sys.executable, "-m", "hub.cli", "topics", "list"],
-        env=worker_env(settings, LANG="en_US.UTF-8", **env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def test_setup_mistakes_get_one_clear_line(hub, env, message):
+    result = hub("topics", "list", check=False, **env)
     assert result.returncode == 1
     assert message in result.stderr
     assert "Traceback" not in result.stderr
