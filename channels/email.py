@@ -266,10 +266,19 @@ def _write(conn: aiosmtplib.SMTP, data: bytes) -> bool:
 class SmtpSender:
     """Sends e-mails through up to `concurrency` SMTP connections, each reused for many."""
 
-    def __init__(self, settings: SmtpSettings, from_header: str, concurrency: int):
+    def __init__(
+        self,
+        settings: SmtpSettings,
+        from_header: str,
+        concurrency: int,
+        idle: list[aiosmtplib.SMTP] | None = None,
+    ):
         self.settings = settings
         self.from_header = from_header
         self.concurrency = max(1, concurrency)
+        # Open connections shared by the jobs of one process: a relay (and the stand-in)
+        # spends more on a new session than on a message.
+        self.idle = idle if idle is not None else []
         self._connected = 0
         self._in_flight = 0  # messages between MAIL FROM and the commit
 
@@ -293,7 +302,7 @@ class SmtpSender:
         conn: aiosmtplib.SMTP | None = None
         while (mail := await source.next()) is not None:
             if conn is None:
-                conn = await self._connect(mail, source, report)
+                conn = await self._reuse() or await self._connect(mail, source, report)
                 if conn is None:
                     if self._connected:
                         return  # the others carry on; this mail went back to them
@@ -302,7 +311,20 @@ class SmtpSender:
             if outcome is not None:
                 report(outcome)
         if conn is not None:
-            await _quit(conn)
+            self.idle.append(conn)  # kept open for the next job in this process
+
+    async def _reuse(self) -> aiosmtplib.SMTP | None:
+        """A connection an earlier job left open, if the server still answers on it."""
+        while self.idle:
+            conn = self.idle.pop()
+            try:
+                if _alive(conn) and (await conn.noop()).code == 250:
+                    self._connected += 1
+                    return conn
+            except (aiosmtplib.SMTPException, OSError, AttributeError):
+                pass
+            conn.close()
+        return None
 
     async def _connect(self, mail, source: _Source, report: Report) -> aiosmtplib.SMTP | None:
         s = self.settings

@@ -27,6 +27,11 @@ class ClaimedRow:
     address: str
 
 
+# SMTP connections left open by one job for the next, per server; they belong to the event
+# loop of this process (hub.delivery.run_in_loop), which outlives the jobs.
+_IDLE: dict[SmtpSettings, list] = {}
+
+
 class EmailAdapter:
     channel = "email"
 
@@ -46,7 +51,7 @@ class EmailAdapter:
             smtp = SmtpSettings(
                 s.smtp_host, s.smtp_port, s.smtp_username, s.smtp_password, s.smtp_starttls
             )
-        return SmtpSender(smtp, s.mail_from, self.concurrency)
+        return SmtpSender(smtp, s.mail_from, self.concurrency, _IDLE.setdefault(smtp, []))
 
     def outgoing(self, row: ClaimedRow) -> OutgoingEmail:
         rendering = self.renderings[(row.locale, "email")]

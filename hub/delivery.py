@@ -41,6 +41,18 @@ EMERGENCY_CHECK_S = 0.5
 OPEN_WAITING = (DeliveryStatus.PENDING, DeliveryStatus.RETRY)
 
 
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def run_in_loop(coroutine):
+    """Run a job's coroutine in this process's one event loop: unlike asyncio.run's fresh loop
+    per job, it keeps the SMTP connections open from one job to the next."""
+    global _loop
+    if _loop is None or _loop.is_closed():
+        _loop = asyncio.new_event_loop()
+    return _loop.run_until_complete(coroutine)
+
+
 def send_chunk(broadcast_id: int, bucket: int) -> dict:
     """RQ entry point: send the due deliveries of one chunk of one notice."""
     return ChunkJob(runtime.current(), broadcast_id, bucket).run()
@@ -83,7 +95,7 @@ class ChunkJob:
                 renderings = renderings_of(session, self.broadcast_id)
             for channel, group in groupby(rows, key=lambda r: r.channel):
                 adapter = CHANNEL_ADAPTERS[channel](self.settings, self.broadcast_id, renderings)
-                asyncio.run(self.send_channel(adapter, list(group)))
+                run_in_loop(self.send_channel(adapter, list(group)))
             self.flush_outcomes()
             self.rt.redis.delete(CLAIM_KEY.format(self.claim_id))
         self.enqueue_follow_ups()

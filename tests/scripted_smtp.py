@@ -24,6 +24,7 @@ class ScriptedSmtp:
         self.delivered: list[str] = []  # recipients whose message was accepted
         self.commands: list[str] = []
         self.connections = 0
+        self.sessions: set[asyncio.Task] = set()
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -34,19 +35,30 @@ class ScriptedSmtp:
         return self
 
     def __exit__(self, *exc) -> None:
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+        self.loop.close()
+
+    async def _shutdown(self) -> None:
+        """Close the listener and every open session (clients may keep theirs open)."""
+        self.server.close()
+        for task in self.sessions:
+            task.cancel()
+        await asyncio.gather(*self.sessions, return_exceptions=True)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(
+        self.server = self.loop.run_until_complete(
             asyncio.start_server(self._session, "127.0.0.1", self.port)
         )
         self.ready.set()
         self.loop.run_forever()
-        server.close()
 
     async def _session(self, reader, writer) -> None:
+        task = asyncio.current_task()
+        self.sessions.add(task)
+        task.add_done_callback(self.sessions.discard)
         if self.connections >= self.script.max_connections:
             writer.write(b"421 4.7.0 Too many connections\r\n")
             writer.close()
@@ -54,7 +66,7 @@ class ScriptedSmtp:
         self.connections += 1
         try:
             await self._converse(reader, writer)
-        except ConnectionError:
+        except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
             self.connections -= 1
