@@ -494,10 +494,3 @@ async def _checked(call):
         return await call()
     except aiosmtplib.SMTPResponseException as exc:
         return aiosmtplib.SMTPResponse(exc.code, exc.message)
-
-
-async def _quit(conn: aiosmtplib.SMTP) -> None:
-    try:
-        await conn.quit()
-    except (aiosmtplib.SMTPException, OSError, AttributeError):
-        conn.close()
