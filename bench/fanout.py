@@ -52,8 +52,8 @@ from bench.standin import READY
 from channels.email import OutgoingEmail
 from channels.sandbox.store import SandboxStore
 from hub import queues
-from hub.adapters import ClaimedRow, EmailAdapter
-from hub.models import ContactPoint, Delivery, DeliveryStatus
+from hub.adapters import ClaimedRow, EmailAdapter, SendContext
+from hub.models import ContactPoint, Delivery, DeliveryStatus, Priority
 from hub.planning import plan_broadcast
 from hub.rendering import renderings_of
 
@@ -324,15 +324,17 @@ def outgoing_mails(hub: BenchHub, broadcast_id: int) -> list[tuple[int, Outgoing
             .order_by(Delivery.id)
         ).all()
         renderings = renderings_of(session, broadcast_id)
-    adapter = EmailAdapter(hub.settings, broadcast_id, renderings)
+    adapter = EmailAdapter(SendContext(rt, broadcast_id, Priority.NORMAL, renderings))
     return [(row.id, adapter.outgoing(ClaimedRow(*row))) for row in rows]
 
 
 def claimed_columns() -> list:
     """The columns of a claimed row, by the names of ClaimedRow's fields: the delivery's own,
-    and the contact point's address."""
+    and the contact point's address and details."""
     return [
-        ContactPoint.address if f.name == "address" else getattr(Delivery, f.name)
+        getattr(ContactPoint, f.name)
+        if f.name in ("address", "details")
+        else getattr(Delivery, f.name)
         for f in dataclasses.fields(ClaimedRow)
     ]
 

@@ -33,11 +33,7 @@ from functools import lru_cache
 import aiosmtplib
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
-from channels.base import FAILED, GONE, RETRY, Outcome
-
-# commit(message ids by key) -> the keys whose rows this job still owns (and were marked sent)
-Commit = Callable[[dict[int, str]], set[int]]
-Report = Callable[[Outcome], None]
+from channels.base import FAILED, GONE, RETRY, Commit, Outcome, Report
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,27 @@
 """Between the outbox and the channels: turn claimed rows into a channel's messages.
 
-One adapter per channel; CHANNEL_ADAPTERS says which channels the hub can send on."""
+One adapter per channel; CHANNEL_ADAPTERS says which channels the hub can send on. Senders
+(their connections and HTTP pools) belong to the event loop of this process
+(hub.delivery.run_in_loop), which outlives the jobs, so jobs reuse them."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parseaddr
+from functools import cache
 
-from channels.email import Commit, OutgoingEmail, Report, SmtpSender, SmtpSettings
-from hub.config import Settings
+from channels.base import Commit, Outcome, Report, send_each
+from channels.email import OutgoingEmail, SmtpSender, SmtpSettings
+from channels.gsm import sms_length
+from channels.sms import OutgoingSms, TwilioSender
+from channels.telegram import OutgoingTelegram, TelegramSender
+from channels.webpush import OutgoingPush, PushSender
+from hub import providers
+from hub.models import Priority, Rendering
 from hub.rendering import UNSUBSCRIBE_MARK
+from hub.runtime import Runtime
 from hub.tokens import make_token
 
 
@@ -25,23 +35,59 @@ class ClaimedRow:
     attempts: int
     created_at: datetime
     address: str
+    details: dict | None  # the contact point's channel data (a push subscription's keys)
 
 
-# SMTP connections left open by one job for the next, per server; they belong to the event
-# loop of this process (hub.delivery.run_in_loop), which outlives the jobs.
-_IDLE: dict[SmtpSettings, list] = {}
+@dataclass(frozen=True)
+class SendContext:
+    rt: Runtime
+    broadcast_id: int
+    priority: str
+    renderings: dict[tuple[str, str], Rendering]
 
 
-class EmailAdapter:
+# Senders kept for the next job, by channel and account.
+_SENDERS: dict[tuple, object] = {}
+_IDLE_SMTP: dict[SmtpSettings, list] = {}
+
+
+def _kept(key: tuple, make: Callable[[], object]):
+    if key not in _SENDERS:
+        _SENDERS[key] = make()
+    return _SENDERS[key]
+
+
+class Adapter:
+    """What the send job needs from a channel: its rate, its concurrency, and `send`."""
+
+    channel: str
+    concurrency: int
+    rate_per_s: float
+    burst: float = 0  # token bucket size; 0: one second's worth
+
+    def __init__(self, context: SendContext):
+        self.context = context
+        self.settings = context.rt.settings
+
+    def rendering(self, row: ClaimedRow) -> Rendering:
+        return self.context.renderings[(row.locale, self.channel)]
+
+    def cost(self, row: ClaimedRow) -> int:
+        """Rate tokens one message takes."""
+        return 1
+
+    async def send(self, rows: AsyncIterator[ClaimedRow], commit: Commit, report: Report):
+        raise NotImplementedError
+
+
+class EmailAdapter(Adapter):
     channel = "email"
 
-    def __init__(self, settings: Settings, broadcast_id: int, renderings: dict):
-        self.settings = settings
-        self.broadcast_id = broadcast_id
-        self.renderings = renderings
-        self.domain = parseaddr(settings.mail_from)[1].rpartition("@")[2] or "localhost"
-        self.concurrency = max(1, settings.email_concurrency)
-        self.rate_per_s = settings.email_rate_per_s
+    def __init__(self, context: SendContext):
+        super().__init__(context)
+        self.domain = parseaddr(self.settings.mail_from)[1].rpartition("@")[2] or "localhost"
+        self.concurrency = max(1, self.settings.email_concurrency)
+        self.rate_per_s = self.settings.email_rate_per_s
 
     def sender(self) -> SmtpSender:
         s = self.settings
@@ -51,10 +97,10 @@ class EmailAdapter:
             smtp = SmtpSettings(
                 s.smtp_host, s.smtp_port, s.smtp_username, s.smtp_password, s.smtp_starttls
             )
-        return SmtpSender(smtp, s.mail_from, self.concurrency, _IDLE.setdefault(smtp, []))
+        return SmtpSender(smtp, s.mail_from, self.concurrency, _IDLE_SMTP.setdefault(smtp, []))
 
     def outgoing(self, row: ClaimedRow) -> OutgoingEmail:
-        rendering = self.renderings[(row.locale, "email")]
+        rendering = self.rendering(row)
         secret = self.settings.secret_key
         unsubscribe = f"{self.settings.base_url}/unsubscribe/{make_token(secret, 'unsub', row.id)}"
         return OutgoingEmail(
@@ -63,13 +109,13 @@ class EmailAdapter:
             subject=rendering.subject,
             text=rendering.text.replace(UNSUBSCRIBE_MARK, unsubscribe),
             html=rendering.html.replace(UNSUBSCRIBE_MARK, unsubscribe),
-            message_id=f"<n{self.broadcast_id}.d{row.id}@{self.domain}>",
+            message_id=f"<n{self.context.broadcast_id}.d{row.id}@{self.domain}>",
             envelope_from=f"bounce+{row.id}@{self.domain}",
             reply_to=f"reply+{make_token(secret, 'reply', row.id)}@{self.domain}",
             unsubscribe_url=unsubscribe,
         )
 
-    async def send(self, rows: AsyncIterator[ClaimedRow], commit: Commit, report: Report) -> None:
+    async def send(self, rows: AsyncIterator[ClaimedRow], commit: Commit, report: Report):
         async def mails():
             async for row in rows:
                 yield self.outgoing(row)
@@ -77,4 +123,121 @@ class EmailAdapter:
         await self.sender().send(mails(), commit, report)
 
 
-CHANNEL_ADAPTERS = {"email": EmailAdapter}
+class RequestAdapter(Adapter):
+    """A channel whose provider takes one HTTP request per message (channels.base.send_each)."""
+
+    def sender(self):
+        raise NotImplementedError
+
+    def outgoing(self, row: ClaimedRow):
+        raise NotImplementedError
+
+    async def send(self, rows: AsyncIterator[ClaimedRow], commit: Commit, report: Report):
+        send_one: Callable[[object], Awaitable[Outcome]] = self.sender().send_one
+
+        async def messages():
+            async for row in rows:
+                yield self.outgoing(row)
+
+        await send_each(messages(), send_one, self.concurrency, commit, report)
+
+
+class SmsAdapter(RequestAdapter):
+    """Twilio counts segments, so the rate does too: a three-part SMS takes three tokens."""
+
+    channel = "sms"
+
+    def __init__(self, context: SendContext):
+        super().__init__(context)
+        self.concurrency = max(1, self.settings.sms_concurrency)
+        self.rate_per_s = self.settings.sms_rate_per_s
+        self.account = providers.twilio_account(context.rt)
+        self.status_callback = f"{self.settings.base_url}/webhooks/twilio/status"
+
+    def cost(self, row: ClaimedRow) -> int:
+        return max(1, _segments(self.rendering(row).text))
+
+    def sender(self) -> TwilioSender:
+        return _kept(("sms", self.account), lambda: TwilioSender(self.account, self.concurrency))
+
+    def outgoing(self, row: ClaimedRow) -> OutgoingSms:
+        return OutgoingSms(row.id, row.address, self.rendering(row).text, self.status_callback)
+
+
+@cache
+def _segments(text: str) -> int:
+    return sms_length(text).segments
+
+
+class TelegramAdapter(RequestAdapter):
+    channel = "telegram"
+    # Telegram counts a bot's messages over each second: a smooth rate, no bursts, stays
+    # under its 30/s however the jobs of several workers interleave.
+    burst = 1
+
+    def __init__(self, context: SendContext):
+        super().__init__(context)
+        self.concurrency = max(1, self.settings.telegram_concurrency)
+        self.rate_per_s = self.settings.telegram_rate_per_s
+        self.token = providers.telegram_token(context.rt)
+        self.api_url = providers.telegram_api_url(context.rt)
+
+    def sender(self) -> TelegramSender:
+        return _kept(
+            ("telegram", self.token, self.api_url),
+            lambda: TelegramSender(self.token, self.concurrency, base_url=self.api_url),
+        )
+
+    def outgoing(self, row: ClaimedRow) -> OutgoingTelegram:
+        return OutgoingTelegram(row.id, row.address, self.rendering(row).text)
+
+
+class PushAdapter(RequestAdapter):
+    channel = "push"
+
+    def __init__(self, context: SendContext):
+        super().__init__(context)
+        self.concurrency = max(1, self.settings.push_concurrency)
+        self.rate_per_s = self.settings.push_rate_per_s
+        self.private_key, _ = providers.vapid_keys(context.rt)
+        self.notice_url = f"{self.settings.base_url}/notices/{context.broadcast_id}"
+
+    def sender(self) -> PushSender:
+        return _kept(
+            ("push", self.private_key),
+            lambda: PushSender(self.private_key, self.settings.vapid_subject, self.concurrency),
+        )
+
+    def outgoing(self, row: ClaimedRow) -> OutgoingPush:
+        rendering = self.rendering(row)
+        keys = row.details or {}
+        emergency = self.context.priority == Priority.EMERGENCY
+        return OutgoingPush(
+            key=row.id,
+            endpoint=row.address,
+            p256dh=keys.get("p256dh", ""),
+            auth=keys.get("auth", ""),
+            title=rendering.subject,
+            body=rendering.text,
+            url=self.notice_url,
+            ttl_s=self.settings.push_ttl_s,
+            urgency="high" if emergency else "normal",
+            # A later send of the same notice replaces one still waiting at the push service.
+            topic=f"n{self.context.broadcast_id}",
+        )
+
+
+CHANNEL_ADAPTERS: dict[str, type[Adapter]] = {
+    "email": EmailAdapter,
+    "sms": SmsAdapter,
+    "telegram": TelegramAdapter,
+    "push": PushAdapter,
+}
+
+
+async def close_senders() -> None:
+    """Close every kept sender's connections (a worker that stops; tests)."""
+    senders = list(_SENDERS.values())
+    _SENDERS.clear()
+    for sender in senders:
+        await sender.close()

@@ -9,7 +9,7 @@ from datetime import datetime
 import redis
 from flask_babel import gettext as _
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from hub import queues
 from hub.clock import utcnow
@@ -53,6 +53,7 @@ class NoticeDraft:
     bodies: dict[str, str]  # locale -> text
     titles: dict[str, str] = field(default_factory=dict)  # locale -> title, where not `title`
     scheduled_at: datetime | None = None  # naive UTC
+    sms_transliterate: bool = False  # SMS text in GSM-7 (č -> c): fewer segments
 
 
 def create_broadcast(
@@ -83,6 +84,7 @@ def create_broadcast(
         priority=draft.priority,
         channel_policy=draft.channel_policy,
         scheduled_at=draft.scheduled_at,
+        sms_transliterate=draft.sms_transliterate,
         status=BroadcastStatus.DRAFT,
         created_by=created_by,
         created_at=now,
@@ -184,6 +186,28 @@ def progress(session: Session, broadcast_id: int) -> Progress:
     return Progress(
         broadcast_id, broadcast.status, sum(by_status.values()), by_status, by_channel_status
     )
+
+
+@dataclass(frozen=True)
+class FallBack:
+    from_channel: str
+    to_channel: str
+    reason: str
+    count: int
+
+
+def fallbacks(session: Session, broadcast_id: int, limit: int = 10) -> list[FallBack]:
+    """What fell back to which channel and why (the first address's error), most common first."""
+    tried = aliased(Delivery)
+    rows = session.execute(
+        select(tried.channel, Delivery.channel, tried.error, func.count())
+        .join(tried, tried.id == Delivery.fallback_from_id)
+        .where(Delivery.broadcast_id == broadcast_id)
+        .group_by(tried.channel, Delivery.channel, tried.error)
+        .order_by(func.count().desc())
+        .limit(limit)
+    ).all()
+    return [FallBack(a, b, reason or "", count) for a, b, reason, count in rows]
 
 
 def deferred_count(session: Session, broadcast_id: int, now: datetime | None = None) -> int:

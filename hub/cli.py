@@ -17,7 +17,7 @@ import redis
 import sqlalchemy.exc
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
-from flask_babel import force_locale, ngettext
+from flask_babel import force_locale, format_datetime, ngettext
 from flask_babel import gettext as _
 from sqlalchemy import select
 
@@ -237,42 +237,75 @@ def _parse_at(value: str | None) -> datetime | None:
     return moment.astimezone(UTC).replace(tzinfo=None)
 
 
+def notice_options(command):
+    """The options that describe a notice, shared by `broadcast send` and `broadcast preview`;
+    the command gets them as one NoticeDraft, `draft`."""
+    options = [
+        click.option("--topic", required=True, help="Topic slug (hub topics list)."),
+        click.option(
+            "--area", "areas", multiple=True, help="Area slug; repeat; none = whole city."
+        ),
+        click.option(
+            "--priority",
+            type=click.Choice(Priority.ALL),
+            default=Priority.NORMAL,
+            show_default=True,
+        ),
+        click.option(
+            "--channels",
+            "policy",
+            type=click.Choice(ChannelPolicy.ALL),
+            default=ChannelPolicy.PREFERRED,
+            show_default=True,
+        ),
+        click.option(
+            "--title", required=True, help="Title (in Slovenian, and other languages unless given)."
+        ),
+        click.option("--title-en", default="", help="Title in English, if it differs."),
+        click.option("--body-sl", default="", help="Text in Slovenian (required)."),
+        click.option("--body-en", default="", help="Text in English."),
+        click.option(
+            "--at", "at", default=None, help="Send later: ISO time (local time if no offset)."
+        ),
+        click.option(
+            "--gsm7",
+            is_flag=True,
+            help="Write the SMS without č, š, ž (c, s, z): up to a third fewer segments.",
+        ),
+    ]
+
+    @wraps(command)
+    def with_draft(
+        topic, areas, priority, policy, title, title_en, body_sl, body_en, at, gsm7, **rest
+    ):
+        from hub.broadcasts import NoticeDraft
+
+        draft = NoticeDraft(
+            title=title,
+            topic=topic,
+            areas=tuple(areas),
+            priority=priority,
+            channel_policy=policy,
+            bodies={"sl": body_sl, "en": body_en},
+            titles={"en": title_en} if title_en else {},
+            scheduled_at=_parse_at(at),
+            sms_transliterate=gsm7,
+        )
+        return command(draft=draft, **rest)
+
+    for option in reversed(options):
+        with_draft = option(with_draft)
+    return with_draft
+
+
 @broadcast_group.command("send")
-@click.option("--topic", required=True, help="Topic slug (hub topics list).")
-@click.option("--area", "areas", multiple=True, help="Area slug; repeat; none = whole city.")
-@click.option(
-    "--priority", type=click.Choice(Priority.ALL), default=Priority.NORMAL, show_default=True
-)
-@click.option(
-    "--channels",
-    "policy",
-    type=click.Choice(ChannelPolicy.ALL),
-    default=ChannelPolicy.PREFERRED,
-    show_default=True,
-)
-@click.option(
-    "--title", required=True, help="Title (in Slovenian, and other languages unless given)."
-)
-@click.option("--title-en", default="", help="Title in English, if it differs.")
-@click.option("--body-sl", default="", help="Text in Slovenian (required).")
-@click.option("--body-en", default="", help="Text in English.")
-@click.option("--at", "at", default=None, help="Send later: ISO time (local time if no offset).")
 @click.option("--wait", is_flag=True, help="Show progress until every delivery is final.")
 @localised
-def broadcast_send(topic, areas, priority, policy, title, title_en, body_sl, body_en, at, wait):
+@notice_options
+def broadcast_send(draft, wait):
     """Plan and send a notice; each resident gets it in their own language."""
-    from hub.broadcasts import BroadcastError, NoticeDraft, SavedNotQueued, send_notice
+    from hub.broadcasts import BroadcastError, SavedNotQueued, send_notice
 
-    draft = NoticeDraft(
-        title=title,
-        topic=topic,
-        areas=tuple(areas),
-        priority=priority,
-        channel_policy=policy,
-        bodies={"sl": body_sl, "en": body_en},
-        titles={"en": title_en} if title_en else {},
-        scheduled_at=_parse_at(at),
-    )
     try:
         with bad_input_from(BroadcastError):
             broadcast_id = send_notice(rt(), draft, actor="cli")
@@ -284,12 +317,52 @@ def broadcast_send(topic, areas, priority, policy, title, title_en, body_sl, bod
                 id=exc.broadcast_id,
             )
         ) from None
-    if at:
+    if draft.scheduled_at:
+        at = format_datetime(draft.scheduled_at.replace(tzinfo=UTC))
         click.echo(_("notice %(id)d queued for %(at)s", id=broadcast_id, at=at))
     else:
         click.echo(_("notice %(id)d queued", id=broadcast_id))
     if wait:
         _wait_for(broadcast_id)
+
+
+@broadcast_group.command("preview")
+@localised
+@notice_options
+def broadcast_preview(draft):
+    """Show how the notice reads on each channel, and what its SMS costs; sends nothing."""
+    from hub.broadcasts import BroadcastError
+    from hub.preview import preview
+
+    settings = rt().settings
+    with bad_input_from(BroadcastError), rt().session() as session:
+        items = preview(session, draft, settings.default_locale)
+    for item in items:
+        click.echo(f"== {item.locale} / {item.channel} ==")
+        if item.subject and item.channel in ("email", "push"):
+            click.echo(item.subject)
+        click.echo(item.text.strip())
+        if item.sms:
+            click.echo(_sms_cost(item.sms))
+            if item.sms_gsm7.segments < item.sms.segments:
+                click.echo(
+                    _(
+                        "with --gsm7: %(cost)s, %(num)d fewer",
+                        cost=_sms_cost(item.sms_gsm7),
+                        num=item.sms.segments - item.sms_gsm7.segments,
+                    )
+                )
+        click.echo("")
+
+
+def _sms_cost(length) -> str:
+    return ngettext(
+        "%(encoding)s, %(units)d characters, %(num)d segment",
+        "%(encoding)s, %(units)d characters, %(num)d segments",
+        length.segments,
+        encoding=length.encoding,
+        units=length.units,
+    )
 
 
 @broadcast_group.command("status")
@@ -326,6 +399,17 @@ def _load_progress(broadcast_id: int):
 
     with rt().session() as session:
         return progress(session, broadcast_id), deferred_count(session, broadcast_id)
+
+
+def _print_fallbacks(broadcast_id: int) -> None:
+    from hub.broadcasts import fallbacks
+
+    with rt().session() as session:
+        moves = fallbacks(session, broadcast_id)
+    if moves:
+        click.echo("  " + _("fell back to the next channel (first channel, reason):"))
+    for move in moves:
+        click.echo(f"    {move.from_channel} -> {move.to_channel}  {move.count:>6}  {move.reason}")
 
 
 def _wait_for(broadcast_id: int) -> None:
@@ -383,6 +467,7 @@ def _print_summary(broadcast_id: int) -> None:
                 deferred,
             )
         )
+    _print_fallbacks(broadcast_id)
 
 
 # -- processes ---------------------------------------------------------------------------------

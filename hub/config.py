@@ -54,10 +54,31 @@ class Settings:
     smtp_starttls: bool = True
     mail_from: str = "Mestni glas <obvestila@mestni-glas.example>"
     sandbox_smtp_port: int = 2525
+    # SMS: with no Twilio credentials the hub sends to its sandbox stand-in.
+    twilio_account_sid: str = ""
+    twilio_auth_token: str = ""
+    twilio_from_number: str = ""
+    twilio_messaging_service_sid: str = ""
+    # Telegram: with no bot token the hub talks to its sandbox Bot API.
+    telegram_bot_token: str = ""
+    telegram_webhook_secret: str = ""
+    # Web Push: keys generated on first use and kept in the database unless given here.
+    vapid_private_key: str = ""
+    vapid_public_key: str = ""
+    vapid_subject: str = "mailto:obvestila@mestni-glas.example"
+    push_ttl_s: int = 24 * 3600  # how long a push service keeps a notice for an offline browser
+    # The HTTP stand-ins (Twilio, Telegram Bot API, push service) listen here.
+    sandbox_http_port: int = 2580
     # Fan-out tuning.
     chunk_size: int = 500  # deliveries per send job
     email_concurrency: int = 10  # SMTP sessions per send job, each reused for many messages
     email_rate_per_s: float = 100.0  # token bucket shared by every worker
+    sms_concurrency: int = 10
+    sms_rate_per_s: float = 10.0  # SMS segments a second, what the Twilio senders allow
+    telegram_concurrency: int = 10
+    telegram_rate_per_s: float = 30.0  # Telegram's limit for one bot
+    push_concurrency: int = 20
+    push_rate_per_s: float = 500.0
     max_attempts: int = 5
     # When the provider itself is down, retries do not count against the address; give up
     # once the delivery is this old instead.
@@ -74,6 +95,9 @@ class Settings:
         instance = Path(_env("HUB_INSTANCE_PATH", str(DEFAULT_INSTANCE))).resolve()
         smtp_host = _env("SMTP_HOST")
         sandbox = _env("HUB_SANDBOX") in ("1", "true", "yes")
+        vapid_subject = _env("VAPID_SUBJECT", cls.vapid_subject)
+        if not vapid_subject.startswith(("mailto:", "https:")):
+            raise ConfigError("VAPID_SUBJECT must be a mailto: or https: URL")
         return cls(
             instance_path=instance,
             database_url=_env("HUB_DATABASE_URL") or f"sqlite:///{instance / 'hub.db'}",
@@ -92,9 +116,26 @@ class Settings:
             smtp_starttls=_env("SMTP_STARTTLS", "1") not in ("0", "false", "no"),
             mail_from=_env("MAIL_FROM", cls.mail_from),
             sandbox_smtp_port=_int("HUB_SANDBOX_SMTP_PORT", 2525),
+            twilio_account_sid=_env("TWILIO_ACCOUNT_SID"),
+            twilio_auth_token=_env("TWILIO_AUTH_TOKEN"),
+            twilio_from_number=_env("TWILIO_FROM_NUMBER"),
+            twilio_messaging_service_sid=_env("TWILIO_MESSAGING_SERVICE_SID"),
+            telegram_bot_token=_env("TELEGRAM_BOT_TOKEN"),
+            telegram_webhook_secret=_env("TELEGRAM_WEBHOOK_SECRET"),
+            vapid_private_key=_env("VAPID_PRIVATE_KEY"),
+            vapid_public_key=_env("VAPID_PUBLIC_KEY"),
+            vapid_subject=vapid_subject,
+            push_ttl_s=_int("HUB_PUSH_TTL", 24 * 3600),
+            sandbox_http_port=_int("HUB_SANDBOX_HTTP_PORT", 2580),
             chunk_size=_int("HUB_CHUNK_SIZE", 500),
             email_concurrency=_int("HUB_EMAIL_CONCURRENCY", 10),
             email_rate_per_s=_float("HUB_EMAIL_RATE", 100.0),
+            sms_concurrency=_int("HUB_SMS_CONCURRENCY", 10),
+            sms_rate_per_s=_float("HUB_SMS_RATE", 10.0),
+            telegram_concurrency=_int("HUB_TELEGRAM_CONCURRENCY", 10),
+            telegram_rate_per_s=_float("HUB_TELEGRAM_RATE", 30.0),
+            push_concurrency=_int("HUB_PUSH_CONCURRENCY", 20),
+            push_rate_per_s=_float("HUB_PUSH_RATE", 500.0),
             max_attempts=_int("HUB_MAX_ATTEMPTS", 5),
             give_up_after_s=_int("HUB_GIVE_UP_AFTER", 24 * 3600),
             job_budget_s=_int("HUB_JOB_BUDGET", 30),
@@ -113,9 +154,29 @@ class Settings:
         return not self.smtp_host
 
     @property
+    def sms_uses_sandbox(self) -> bool:
+        has_sender = self.twilio_from_number or self.twilio_messaging_service_sid
+        return self.sandbox or not (
+            self.twilio_account_sid and self.twilio_auth_token and has_sender
+        )
+
+    @property
+    def telegram_uses_sandbox(self) -> bool:
+        return self.sandbox or not self.telegram_bot_token
+
+    @property
     def sandbox_active(self) -> bool:
         """True while any provider runs against its stand-in (so /sandbox is served)."""
-        return self.sandbox or self.email_uses_sandbox
+        return (
+            self.sandbox
+            or self.email_uses_sandbox
+            or self.sms_uses_sandbox
+            or self.telegram_uses_sandbox
+        )
+
+    @property
+    def sandbox_http_url(self) -> str:
+        return f"http://127.0.0.1:{self.sandbox_http_port}"
 
     @property
     def sandbox_db_path(self) -> Path:

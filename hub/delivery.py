@@ -14,11 +14,11 @@ from datetime import datetime, timedelta
 from itertools import groupby
 
 from sqlalchemy import and_, case, exists, func, insert, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from channels import base as outcome
 from hub import queues, runtime
-from hub.adapters import CHANNEL_ADAPTERS, ClaimedRow
+from hub.adapters import CHANNEL_ADAPTERS, Adapter, ClaimedRow, SendContext
 from hub.clock import utcnow
 from hub.models import (
     Broadcast,
@@ -93,8 +93,9 @@ class ChunkJob:
         if rows:
             with self.rt.session() as session:
                 renderings = renderings_of(session, self.broadcast_id)
+            context = SendContext(self.rt, self.broadcast_id, self.priority, renderings)
             for channel, group in groupby(rows, key=lambda r: r.channel):
-                adapter = CHANNEL_ADAPTERS[channel](self.settings, self.broadcast_id, renderings)
+                adapter = CHANNEL_ADAPTERS[channel](context)
                 run_in_loop(self.send_channel(adapter, list(group)))
             self.flush_outcomes()
             self.rt.redis.delete(CLAIM_KEY.format(self.claim_id))
@@ -171,6 +172,7 @@ class ChunkJob:
                     Delivery.attempts,
                     Delivery.created_at,
                     ContactPoint.address,
+                    ContactPoint.details,
                 )
                 .join(ContactPoint, ContactPoint.id == Delivery.contact_point_id)
                 .where(self._in_chunk(), Delivery.claim_id == self.claim_id)
@@ -182,26 +184,28 @@ class ChunkJob:
 
     # -- sending ---------------------------------------------------------------------------
 
-    async def send_channel(self, adapter, rows: list[ClaimedRow]) -> None:
+    async def send_channel(self, adapter: Adapter, rows: list[ClaimedRow]) -> None:
         """Hand rows to the channel as rate tokens allow, until done or told to stop."""
-        bucket = TokenBucket(self.rt.redis, adapter.channel, adapter.rate_per_s)
+        bucket = TokenBucket(self.rt.redis, adapter.channel, adapter.rate_per_s, adapter.burst)
 
         async def paced():
             tokens, position = 0, 0
             while position < len(rows):
-                if not tokens:
+                cost = adapter.cost(rows[position])
+                if tokens < cost:
                     if self.should_stop():
                         self.release(rows[position:], 0)
                         return
-                    grant = bucket.take(min(adapter.concurrency, len(rows) - position))
-                    if not grant.granted:
+                    ahead = rows[position : position + adapter.concurrency]
+                    grant = bucket.take(sum(adapter.cost(r) for r in ahead) - tokens)
+                    tokens += grant.granted
+                    if tokens < cost:
                         if grant.wait_s > MAX_TOKEN_WAIT_S:
                             self.release(rows[position:], grant.wait_s)
                             return
                         await asyncio.sleep(grant.wait_s)
                         continue
-                    tokens = grant.granted
-                tokens -= 1
+                tokens -= cost
                 position += 1
                 yield rows[position - 1]
 
@@ -221,7 +225,7 @@ class ChunkJob:
         if now - self.last_emergency_check < EMERGENCY_CHECK_S:
             return False
         self.last_emergency_check = now
-        return bool(self.rt.redis.exists(EMERGENCY_KEY))
+        return queues.emergency_pending(self.rt.redis, EMERGENCY_KEY)
 
     def commit_sent(self, provider_ids: dict[int, str]) -> set[int]:
         """Mark messages waiting for their final dot as sent, in one transaction with the
@@ -285,6 +289,8 @@ class ChunkJob:
             row = self.rows[result.key]
             if result.status == outcome.SENT:
                 self._update(session, row, error=result.error)
+                if result.new_address:
+                    self._moved(session, row, result.new_address)
             elif result.status == outcome.RETRY:
                 reopened |= self._retry_or_fail(session, row, result, now)
             elif result.status == outcome.GONE:
@@ -343,6 +349,16 @@ class ChunkJob:
             update(ContactPoint)
             .where(ContactPoint.id == row.contact_point_id)
             .values(failure_count=ContactPoint.failure_count + 1)
+        )
+
+    def _moved(self, session: Session, row: ClaimedRow, new_address: str) -> None:
+        """The provider moved the address (a Telegram group became a supergroup)."""
+        other = aliased(ContactPoint)
+        taken = exists().where(other.channel == row.channel, other.address == new_address)
+        session.execute(
+            update(ContactPoint)
+            .where(ContactPoint.id == row.contact_point_id, ~taken)
+            .values(address=new_address)
         )
 
     def _gone(self, session: Session, row: ClaimedRow, error: str | None) -> None:

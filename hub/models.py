@@ -114,7 +114,10 @@ class ContactPoint(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     resident_id: Mapped[int] = mapped_column(ForeignKey("residents.id", ondelete="CASCADE"))
     channel: Mapped[str] = mapped_column(String(16))
-    address: Mapped[str] = mapped_column(String(320))  # E.164 phone, normalised e-mail, chat id
+    # E.164 phone, normalised e-mail, Telegram chat id, or a push subscription's endpoint URL
+    address: Mapped[str] = mapped_column(String(1000))
+    # What else the channel needs to reach it: a push subscription's keys (p256dh, auth).
+    details: Mapped[dict | None] = mapped_column(JSON)
     rank: Mapped[int] = mapped_column(SmallInteger, default=1)
     verified: Mapped[bool] = mapped_column(Boolean, default=False)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -184,6 +187,8 @@ class Broadcast(Base):
     scheduled_at: Mapped[datetime | None] = mapped_column(DateTime)
     created_by: Mapped[str] = mapped_column(String(320))
     approved_by: Mapped[str | None] = mapped_column(String(320))
+    # SMS text transliterated to GSM-7 (č -> c, ...): up to a third of the segments.
+    sms_transliterate: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     planned_at: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -251,6 +256,18 @@ Index("ix_deliveries_broadcast_status", Delivery.broadcast_id, Delivery.status)
 Index("ix_deliveries_broadcast_resident", Delivery.broadcast_id, Delivery.resident_id)
 Index("ix_deliveries_status_not_before", Delivery.status, Delivery.not_before)
 Index("ix_deliveries_resident", Delivery.resident_id)
+# Provider status callbacks find their delivery by the provider's message id.
+Index("ix_deliveries_provider_id", Delivery.provider_id)
+
+
+class InstanceKey(Base):
+    """A key this installation generated for itself (VAPID keys, the sandbox's provider
+    credentials), kept in the database so every web and worker host uses the same one."""
+
+    __tablename__ = "instance_keys"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class StaffUser(Base):

@@ -19,8 +19,10 @@ PRIORITY_QUEUE = {
     Priority.BULK: "bulk",
 }
 
+EMERGENCY_QUEUE_KEY = Queue.redis_queue_namespace_prefix + "emergency"
 SEND_JOB = "hub.delivery.send_chunk"
 PLAN_JOB = "hub.planning.plan_job"
+STATUS_RETRY_JOB = "hub.status.retry_twilio_status"
 JOB_TIMEOUT_S = 600
 RESULT_TTL_S = 300
 WAITING_STATUSES = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
@@ -120,6 +122,16 @@ def retry_delay(attempt: int) -> timedelta:
     return timedelta(seconds=min(30 * 4 ** (attempt - 1), 3600))
 
 
+def emergency_pending(connection: redis.Redis, sending_key: str) -> bool:
+    """Is an emergency sending (its jobs keep `sending_key` alive) or waiting in its queue
+    (just approved, or brought in by the scheduler) for a worker?"""
+    with connection.pipeline(transaction=False) as pipe:
+        pipe.exists(sending_key)
+        pipe.llen(EMERGENCY_QUEUE_KEY)
+        sending, waiting = pipe.execute()
+    return bool(sending or waiting)
+
+
 def queue_depths(connection: redis.Redis) -> dict[str, int]:
     return {q.name: q.count for q in all_queues(connection)}
 
@@ -142,3 +154,10 @@ def enqueue_plan(
         q.enqueue(PLAN_JOB, broadcast_id, **options)
     else:
         q.enqueue_at(at.replace(tzinfo=UTC), PLAN_JOB, broadcast_id, **options)
+
+
+def schedule_status_retry(connection: redis.Redis, args: tuple, delay_s: float) -> None:
+    """Apply a provider's status callback again in a while (it came before its delivery)."""
+    queue(connection, "high").enqueue_in(
+        timedelta(seconds=delay_s), STATUS_RETRY_JOB, *args, result_ttl=RESULT_TTL_S
+    )

@@ -8,6 +8,7 @@ from flask_babel import gettext as _
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from channels.gsm import transliterate
 from hub.models import Broadcast, Priority, Rendering
 
 UNSUBSCRIBE_MARK = "%%UNSUBSCRIBE_URL%%"
@@ -34,8 +35,9 @@ def render(broadcast: Broadcast, locale: str, channel: str, default_locale: str)
             "unsubscribe_url": UNSUBSCRIBE_MARK,
             "locale": locale,
         }
-        text = _render_message(f"messages/{channel}.txt", context)
-        html = _render_message(f"messages/{channel}.html", context) if channel == "email" else None
+        text, html = _render_channel(channel, context)
+    if channel == "sms" and broadcast.sms_transliterate:
+        text = transliterate(text)
     return Rendering(
         broadcast_id=broadcast.id,
         locale=locale,
@@ -65,6 +67,18 @@ def ensure_renderings(
 def renderings_of(session: Session, broadcast_id: int) -> dict[tuple[str, str], Rendering]:
     rows = session.scalars(select(Rendering).where(Rendering.broadcast_id == broadcast_id))
     return {(r.locale, r.channel): r for r in rows}
+
+
+def _render_channel(channel: str, context: dict) -> tuple[str, str | None]:
+    """(text, html): e-mail has both; Telegram's text is HTML (escaped by the template engine);
+    SMS and push are plain text."""
+    if channel == "email":
+        return _render_message("messages/email.txt", context), _render_message(
+            "messages/email.html", context
+        )
+    if channel == "telegram":
+        return _render_message("messages/telegram.html", context).strip(), None
+    return _render_message(f"messages/{channel}.txt", context).strip(), None
 
 
 def _render_message(name: str, context: dict) -> str:

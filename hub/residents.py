@@ -205,7 +205,8 @@ def _insert_chunk(session: Session, chunk: list[ResidentRow]) -> None:
                 "created_at": now,
             }
         )
-    session.execute(insert(ContactPoint.__table__), contacts)
+    if contacts:  # a resident can start with none (the portal adds them)
+        session.execute(insert(ContactPoint.__table__), contacts)
     if subscriptions:
         session.execute(insert(Subscription.__table__), subscriptions)
     session.execute(insert(ConsentRecord.__table__), consents)

@@ -8,7 +8,7 @@ import contextlib
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 from sqlalchemy import Engine
@@ -24,6 +24,7 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker[Session]
     _redis: redis.Redis | None = None
+    keys: dict[str, str] = field(default_factory=dict)  # hub.providers.instance_key's cache
 
     @property
     def redis(self) -> redis.Redis:

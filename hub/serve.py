@@ -16,13 +16,22 @@ from flask_babel import gettext as _
 from flask_babel import ngettext
 
 from channels.sandbox.smtp import start_smtp_standin
-from hub import runtime
-from hub.config import Settings
+from hub import providers, runtime
 
 
-def start_standins(settings: Settings) -> list[Callable[[], None]]:
+def start_standins(rt: runtime.Runtime) -> list[Callable[[], None]]:
     """Start the stand-ins of every provider that has no credentials; returns their stops."""
+    settings = rt.settings
     stops = []
+    if settings.sandbox_active:
+        server = providers.http_standin(rt).start()
+        stops.append(server.stop)
+        click.echo(
+            _(
+                "sandbox Twilio, Telegram and push stand-ins on %(url)s",
+                url=settings.sandbox_http_url,
+            )
+        )
     if settings.email_uses_sandbox:
         controller = start_smtp_standin(settings.sandbox_db_path, settings.sandbox_smtp_port)
         stops.append(controller.stop)
@@ -35,7 +44,7 @@ def start_standins(settings: Settings) -> list[Callable[[], None]]:
 def serve(app: Flask, host: str, port: int) -> None:
     rt = app.extensions["hub"]
     rt.redis.ping()  # with no HUB_REDIS_URL this starts the embedded server workers will join
-    stops = start_standins(rt.settings)
+    stops = start_standins(rt)
     click.echo(_("Mestni glas on %(url)s (Ctrl-C stops it)", url=f"http://{host}:{port}/"))
     if rt.settings.sandbox_active:
         click.echo(_("what residents received: %(url)s", url=f"http://{host}:{port}/sandbox"))

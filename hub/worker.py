@@ -12,6 +12,8 @@ from flask import Flask
 from rq import SimpleWorker
 
 from hub import queues
+from hub.adapters import close_senders
+from hub.delivery import run_in_loop
 from hub.sweeper import sweep_if_free
 
 log = logging.getLogger("hub.worker")
@@ -22,6 +24,7 @@ def run_worker(app: Flask, *, burst: bool = False, sweeper: bool = True) -> bool
     until the queues are empty. Jobs run in this process: the app is built once."""
     rt = app.extensions["hub"]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    quiet_provider_libraries()
     worker = SimpleWorker(
         queues.all_queues(rt.redis),
         connection=rt.redis,
@@ -36,6 +39,14 @@ def run_worker(app: Flask, *, burst: bool = False, sweeper: bool = True) -> bool
         return worker.work(burst=burst, with_scheduler=not burst, logging_level="INFO")
     finally:
         stop.set()
+        run_in_loop(close_senders())
+
+
+def quiet_provider_libraries() -> None:
+    """Provider libraries log every request at INFO: twilio eight lines a message, and httpx
+    (under python-telegram-bot) the request URL, which holds the bot token. Warnings only."""
+    for name in ("twilio", "httpx", "httpcore", "telegram", "aiohttp.access"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _sweep_loop(app: Flask, stop: threading.Event) -> None:

@@ -12,11 +12,14 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import text
 
+from channels.sandbox.http import StandinServer
 from channels.sandbox.smtp import free_port, start_smtp_standin
 from channels.sandbox.store import SandboxStore
-from hub import clock, create_app
+from hub import clock, create_app, providers
+from hub.adapters import close_senders
 from hub.config import Settings
 from hub.db import Base, make_engine
+from hub.delivery import run_in_loop
 from hub.migrate import upgrade
 
 TEST_DATABASE_URL = os.environ.get("HUB_TEST_DATABASE_URL", "")
@@ -77,6 +80,7 @@ def settings(tmp_path, migrated_template, redis_url) -> Settings:
         secret_key="test-secret-key-not-for-production",
         base_url="http://hub.test",
         sandbox_smtp_port=free_port(),
+        sandbox_http_port=free_port(),
         email_rate_per_s=10_000,
         claim_ttl_s=2,
     )
@@ -92,6 +96,7 @@ def app(settings):
     with application.app_context():
         yield application
     clock.reset()
+    run_in_loop(close_senders())
     rt.engine.dispose()
 
 
@@ -121,6 +126,39 @@ def smtp(settings) -> Iterator[SandboxStore]:
     controller = start_smtp_standin(settings.sandbox_db_path, settings.sandbox_smtp_port)
     yield SandboxStore(settings.sandbox_db_path)
     controller.stop()
+
+
+@pytest.fixture
+def standin(rt) -> Iterator[StandinServer]:
+    """The Twilio, Telegram and push stand-ins, listening, with the hub's sandbox credentials;
+    `standin.twilio` etc. set scenarios, `standin.store` is what they received."""
+    server = providers.http_standin(rt).start()
+    server.store = SandboxStore(rt.settings.sandbox_db_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def live_base_url(settings) -> str:
+    """Request before `app`: the hub's public URL becomes a real local port (live_server)."""
+    settings.base_url = f"http://127.0.0.1:{free_port()}"
+    return settings.base_url
+
+
+@pytest.fixture
+def live_server(app, live_base_url) -> Iterator[str]:
+    """The web app on a real socket, for providers that call back (status callbacks)."""
+    import threading
+
+    import waitress
+
+    port = int(live_base_url.rsplit(":", 1)[1])
+    server = waitress.create_server(app, host="127.0.0.1", port=port, threads=4)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    yield live_base_url
+    server.close()
+    thread.join(timeout=5)
 
 
 @pytest.fixture

@@ -32,12 +32,32 @@ def resident_rules(i: int) -> dict:
         "locale": "en" if i % 4 == 0 else "sl",
         "follows_topic": i % 5 != 0,
         "quiet": i % 6 == 0,
-        "phone_first": i % 7 == 0,  # sms is preferred but not a channel yet: e-mail is used
+        "phone_first": i % 7 == 0,  # sms first, e-mail second
         "opted_out": i % 11 == 0,
         "unverified": i % 13 == 0,
         "dead_first": i % 17 == 0,  # first e-mail bounces, a second one works
         "follows_center_from_away": i % 19 == 0,  # lives in bitnje, follows the topic in center
     }
+
+
+def phone(i: int) -> str:
+    return f"+3864{i:07d}"
+
+
+def index_of(address: str) -> int:
+    """The resident index an address belongs to (r12@..., r12-alt@..., +38640000012)."""
+    if address.startswith("+"):
+        return int(address.removeprefix("+3864"))
+    return int(address.split("@")[0].removeprefix("r").split("-")[0])
+
+
+def reachable_address(i: int) -> str:
+    """Where resident i is reached under `preferred`: the phone first, else the e-mail that
+    works."""
+    r = resident_rules(i)
+    if r["phone_first"]:
+        return phone(i)
+    return f"r{i}-alt@example.org" if r["dead_first"] else f"r{i}@example.org"
 
 
 def build(session, n: int) -> dict[int, Expected]:
@@ -52,7 +72,7 @@ def build(session, n: int) -> dict[int, Expected]:
         primary = f"r{i}@bounce.example" if rules["dead_first"] else f"r{i}@example.org"
         row.addresses["email"] = primary
         if rules["phone_first"]:
-            row.addresses["sms"] = f"+3864{i:07d}"
+            row.addresses["sms"] = phone(i)
             row.channel_order = ["sms", "email"]
         else:
             row.channel_order = ["email"]
@@ -103,10 +123,6 @@ def oracle(n: int) -> dict[int, Expected]:
         from_away = r["follows_center_from_away"] and r["area"] == "bitnje"
         if not (in_area or from_away) or r["opted_out"] or r["unverified"]:
             continue
-        if r["dead_first"]:
-            expected[i] = Expected(
-                f"r{i}-alt@example.org", r["locale"], r["quiet"], bounced=f"r{i}@bounce.example"
-            )
-        else:
-            expected[i] = Expected(f"r{i}@example.org", r["locale"], r["quiet"])
+        bounced = f"r{i}@bounce.example" if r["dead_first"] and not r["phone_first"] else None
+        expected[i] = Expected(reachable_address(i), r["locale"], r["quiet"], bounced=bounced)
     return expected

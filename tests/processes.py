@@ -23,6 +23,7 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         "HUB_SECRET_KEY": settings.secret_key,
         "HUB_BASE_URL": settings.base_url,
         "HUB_SANDBOX_SMTP_PORT": str(settings.sandbox_smtp_port),
+        "HUB_SANDBOX_HTTP_PORT": str(settings.sandbox_http_port),
         "HUB_CLAIM_TTL": "2",
         "HUB_SWEEP_INTERVAL": "1",
         "HUB_SWEEP_GRACE": "1",

@@ -4,6 +4,8 @@ and Slovenian plurals in all four forms."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,23 @@ def _ids(message) -> tuple[str, ...]:
 
 def _strings(message) -> tuple[str, ...]:
     return message.string if isinstance(message.string, tuple) else (message.string,)
+
+
+def test_the_template_has_every_message_in_the_code(tmp_path):
+    """A stale messages.pot would let a new, untranslated message through the test below."""
+    fresh = tmp_path / "messages.pot"
+    subprocess.run(
+        [
+            sys.executable, "-m", "babel.messages.frontend", "extract",
+            "--mapping-file", "babel.cfg", "--keywords", "_l", "--keywords", "lazy_gettext",
+            "--no-location", "--output-file", str(fresh), ".",
+        ],
+        cwd=ROOT.parent, check=True, capture_output=True,
+    )  # fmt: skip
+    with fresh.open("rb") as handle:
+        in_code = {_ids(m)[0] for m in read_po(handle) if m.id}
+    in_template = {_ids(m)[0] for m in _catalogue("messages.pot") if m.id}
+    assert in_code - in_template == set(), "run `make extract-messages` and translate"
 
 
 @pytest.mark.parametrize("locale, plural_forms", [("sl", 4), ("en", 2)])

@@ -20,6 +20,14 @@ CREATE TABLE IF NOT EXISTS messages (
     received_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ix_messages_to ON messages (to_addr);
+CREATE TABLE IF NOT EXISTS push_subscriptions (
+    id TEXT PRIMARY KEY,
+    private_key TEXT NOT NULL,
+    auth TEXT NOT NULL,
+    vapid_key TEXT,
+    gone INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL
+);
 """
 
 
@@ -88,6 +96,33 @@ class SandboxStore:
 
     def clear(self) -> None:
         self._db().execute("DELETE FROM messages")
+
+    # -- the Web Push stand-in's subscriptions (channels.sandbox.push) ------------------------
+
+    def add_push_subscription(
+        self, subscription_id: str, private_key: str, auth: str, vapid_key: str | None = None
+    ) -> None:
+        """A browser's side of a subscription: its P-256 private key (base64url raw), its auth
+        secret (base64url) and, if it subscribed with one, the applicationServerKey the push
+        service will insist on."""
+        now = datetime.now(UTC).isoformat(timespec="microseconds")
+        self._db().execute(
+            "INSERT INTO push_subscriptions (id, private_key, auth, vapid_key, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (subscription_id, private_key, auth, vapid_key, now),
+        )
+
+    def push_subscription(self, subscription_id: str) -> dict | None:
+        sql = "SELECT id, private_key, auth, vapid_key, gone FROM push_subscriptions WHERE id = ?"
+        row = self._db().execute(sql, (subscription_id,)).fetchone()
+        return None if row is None else {**dict(row), "gone": bool(row["gone"])}
+
+    def expire_push_subscription(self, subscription_id: str) -> bool:
+        """Mark a subscription gone (the browser unsubscribed); False if there is none."""
+        cursor = self._db().execute(
+            "UPDATE push_subscriptions SET gone = 1 WHERE id = ?", (subscription_id,)
+        )
+        return cursor.rowcount > 0
 
 
 def _as_dict(row: sqlite3.Row) -> dict:

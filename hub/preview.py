@@ -1,0 +1,53 @@
+"""How a notice will read on every channel, in every language it has, before it is sent:
+for SMS also the encoding and segments, with and without GSM-7 transliteration (a city pays
+per segment, and one č makes a whole message UCS-2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from channels.gsm import SmsLength, sms_length, transliterate
+from hub.adapters import CHANNEL_ADAPTERS
+from hub.broadcasts import NoticeDraft, create_broadcast
+from hub.rendering import render
+
+
+@dataclass(frozen=True)
+class ChannelPreview:
+    locale: str
+    channel: str
+    subject: str
+    text: str
+    sms: SmsLength | None = None  # as it will be sent
+    sms_gsm7: SmsLength | None = None  # with transliteration
+
+
+def preview(session: Session, draft: NoticeDraft, default_locale: str) -> list[ChannelPreview]:
+    """Validates like sending (BroadcastError), renders, and saves nothing."""
+    broadcast = create_broadcast(
+        session, draft, created_by="preview", default_locale=default_locale
+    )
+    try:
+        return [
+            _one(broadcast, content.locale, channel, default_locale)
+            for content in sorted(broadcast.contents, key=lambda c: c.locale != default_locale)
+            for channel in CHANNEL_ADAPTERS
+        ]
+    finally:
+        session.rollback()
+
+
+def _one(broadcast, locale: str, channel: str, default_locale: str) -> ChannelPreview:
+    rendering = render(broadcast, locale, channel, default_locale)
+    if channel != "sms":
+        return ChannelPreview(locale, channel, rendering.subject, rendering.text)
+    return ChannelPreview(
+        locale,
+        channel,
+        rendering.subject,
+        rendering.text,
+        sms=sms_length(rendering.text),
+        sms_gsm7=sms_length(transliterate(rendering.text)),
+    )

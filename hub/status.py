@@ -1,0 +1,116 @@
+"""Provider status callbacks: move a delivery forward only.
+
+Callbacks arrive out of order and more than once: "delivered" must never be overwritten by a
+late "sent", and a final status is final. A callback can also arrive before the send job has
+recorded the provider's id (the provider answers, the job commits a moment later); such a
+callback is tried again shortly by a job instead of being lost."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from hub import queues, runtime
+from hub.delivery import add_fallback
+from hub.models import Broadcast, ChannelPolicy, ContactPoint, Delivery, DeliveryStatus
+
+# Twilio's statuses, as the outbox knows them; the rest (queued, sending, accepted, ...) say
+# nothing the outbox does not know already.
+TWILIO_FINAL = {
+    "delivered": DeliveryStatus.DELIVERED,
+    "undelivered": DeliveryStatus.UNDELIVERED,
+    "failed": DeliveryStatus.FAILED,
+}
+# Carrier errors that say the number cannot get an SMS at all: stop using it, fall back.
+TWILIO_DEAD_NUMBER = {
+    30005: "unknown destination handset",
+    30006: "landline or unreachable carrier",
+}
+TWILIO_ERRORS = {
+    30003: "unreachable destination handset",
+    30004: "message blocked",
+    30007: "message filtered by the carrier",
+    30008: "unknown error",
+    **TWILIO_DEAD_NUMBER,
+}
+EARLY_RETRIES_S = (1, 3, 10, 30)
+
+
+@dataclass(frozen=True)
+class StatusResult:
+    changed: bool
+    known: bool  # False: no delivery has this provider id (yet)
+
+
+def apply_twilio_status(
+    session: Session, sid: str, status: str, error_code: int | None, default_locale: str
+) -> StatusResult:
+    new_status = TWILIO_FINAL.get(status)
+    if new_status is None:
+        known = _find(session, sid) is not None
+        return StatusResult(changed=False, known=known)
+    error = None
+    if error_code:
+        error = f"Twilio {error_code}: {TWILIO_ERRORS.get(error_code, 'delivery failed')}"
+    changed = session.execute(
+        update(Delivery)
+        .where(
+            Delivery.provider_id == sid,
+            Delivery.channel == "sms",
+            Delivery.status == DeliveryStatus.SENT,
+        )
+        .values(status=new_status, error=error)
+    ).rowcount
+    delivery = _find(session, sid)
+    if changed and error_code in TWILIO_DEAD_NUMBER:
+        _number_is_dead(session, delivery, error, default_locale)
+    return StatusResult(changed=bool(changed), known=delivery is not None)
+
+
+def _find(session: Session, sid: str) -> Delivery | None:
+    return session.scalars(
+        select(Delivery).where(Delivery.provider_id == sid, Delivery.channel == "sms")
+    ).first()
+
+
+def _number_is_dead(session: Session, delivery: Delivery, error: str, locale: str) -> None:
+    session.execute(
+        update(ContactPoint)
+        .where(ContactPoint.id == delivery.contact_point_id)
+        .values(
+            active=False, deactivated_reason=error, failure_count=ContactPoint.failure_count + 1
+        )
+    )
+    broadcast = session.get(Broadcast, delivery.broadcast_id)
+    if broadcast.channel_policy != ChannelPolicy.PREFERRED:
+        return
+    new_id = add_fallback(
+        session, delivery.broadcast_id, delivery.id, delivery.resident_id, delivery.locale, locale
+    )
+    if new_id is not None:
+        rt = runtime.current()
+        bucket = new_id // rt.settings.chunk_size
+        session.flush()
+        queues.enqueue_send_chunks(
+            rt.redis, broadcast.priority, [(broadcast.id, bucket)], suffix=f"-st{delivery.id}"
+        )
+
+
+def retry_twilio_status(sid: str, status: str, error_code: int | None, attempt: int) -> None:
+    """RQ job: a callback that came before its delivery was recorded, tried again."""
+    rt = runtime.current()
+    with rt.session() as session:
+        result = apply_twilio_status(session, sid, status, error_code, rt.settings.default_locale)
+    if not result.known:
+        schedule_retry(rt, sid, status, error_code, attempt + 1)
+
+
+def schedule_retry(rt, sid: str, status: str, error_code: int | None, attempt: int) -> bool:
+    if status not in TWILIO_FINAL or attempt >= len(EARLY_RETRIES_S):
+        return False
+    queues.schedule_status_retry(
+        rt.redis, (sid, status, error_code, attempt), EARLY_RETRIES_S[attempt]
+    )
+    return True
