@@ -51,6 +51,7 @@ class BenchHub:
             HUB_SECRET_KEY=s.secret_key,
             HUB_BASE_URL=s.base_url,
             HUB_SANDBOX_SMTP_PORT=str(s.sandbox_smtp_port),
+            HUB_SANDBOX_HTTP_PORT=str(s.sandbox_http_port),
             HUB_EMAIL_RATE=str(s.email_rate_per_s),
             HUB_EMAIL_CONCURRENCY=str(s.email_concurrency),
             HUB_CHUNK_SIZE=str(s.chunk_size),
@@ -59,9 +60,16 @@ class BenchHub:
 
 
 def build_hub(
-    stack: contextlib.ExitStack, *, database_url: str, redis_url: str, concurrency: int
+    stack: contextlib.ExitStack,
+    *,
+    database_url: str,
+    redis_url: str,
+    concurrency: int,
+    base_url: str = "",
 ) -> BenchHub:
-    """Create the temp hub, migrated and with Redis running, inside an app context."""
+    """Create the temp hub, migrated and with Redis running, inside an app context. The
+    stand-ins get free ports; `base_url` (default: the hub's) is where links and provider
+    callbacks point."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-fanout-"))
     stack.callback(shutil.rmtree, tmp, ignore_errors=True)
     instance = tmp / "instance"
@@ -77,6 +85,8 @@ def build_hub(
         redis_url=redis_url,
         secret_key=secrets.token_urlsafe(32),
         sandbox_smtp_port=free_port(),
+        sandbox_http_port=free_port(),
+        base_url=base_url or Settings.base_url,
         email_rate_per_s=UNLIMITED_RATE,
         email_concurrency=concurrency,
     )

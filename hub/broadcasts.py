@@ -210,6 +210,18 @@ def fallbacks(session: Session, broadcast_id: int, limit: int = 10) -> list[Fall
     return [FallBack(a, b, reason or "", count) for a, b, reason, count in rows]
 
 
+PUBLISHED = (BroadcastStatus.SENDING, BroadcastStatus.DONE)
+
+
+def published_notice(session: Session, broadcast_id: int) -> Broadcast | None:
+    """A notice that has gone out (the link in a push message or SMS leads here); drafts,
+    scheduled and cancelled-before-sending notices are not published."""
+    broadcast = session.get(Broadcast, broadcast_id)
+    if broadcast is None or broadcast.status not in PUBLISHED:
+        return None
+    return broadcast
+
+
 def deferred_count(session: Session, broadcast_id: int, now: datetime | None = None) -> int:
     """Open deliveries waiting for a later time (quiet hours or a retry back-off)."""
     now = now or utcnow()

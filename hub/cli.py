@@ -119,11 +119,13 @@ def seed_kranj_command():
 @localised
 def seed_demo_command(residents: int):
     """Demo residents and staff logins (the passwords are printed once)."""
+    from hub.providers import demo_push_subscriber
     from hub.seed import seed_demo
     from hub.serve import print_logins
 
+    subscribe = demo_push_subscriber(rt())
     with rt().session() as session:
-        logins = seed_demo(session, residents=residents)
+        logins = seed_demo(session, residents=residents, push_subscription=subscribe)
     print_logins(logins)
 
 
@@ -339,7 +341,7 @@ def broadcast_preview(draft):
         items = preview(session, draft, settings.default_locale)
     for item in items:
         click.echo(f"== {item.locale} / {item.channel} ==")
-        if item.subject and item.channel in ("email", "push"):
+        if item.channel == "push":  # the title is apart from the text only there
             click.echo(item.subject)
         click.echo(item.text.strip())
         if item.sms:

@@ -27,6 +27,12 @@ DELIVERY_STATUS_LABELS = {
     "failed": _l("Failed"),
     "cancelled": _l("Cancelled"),
 }
+CHANNEL_LABELS = {
+    "email": _l("E-mail"),
+    "sms": _l("SMS"),
+    "telegram": _l("Telegram"),
+    "push": _l("Web push"),
+}
 ERROR_TEXTS = {
     400: (_l("Bad request"), _l("The request was not understood. Check what you entered.")),
     403: (_l("Not allowed"), _l("Your account may not open this page.")),
@@ -54,6 +60,7 @@ def init_app(app: Flask) -> None:
         priority_label=_label(PRIORITY_LABELS),
         broadcast_status_label=_label(BROADCAST_STATUS_LABELS),
         delivery_status_label=_label(DELIVERY_STATUS_LABELS),
+        channel_label=_label(CHANNEL_LABELS),
     )
     for code in ERROR_TEXTS:
         app.register_error_handler(code, render_error)

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from channels.gsm import SmsLength, sms_length, transliterate
 from hub.adapters import CHANNEL_ADAPTERS
 from hub.broadcasts import NoticeDraft, create_broadcast
-from hub.rendering import render
+from hub.rendering import UNSUBSCRIBE_MARK, render
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,8 @@ class ChannelPreview:
 
 
 def preview(session: Session, draft: NoticeDraft, default_locale: str) -> list[ChannelPreview]:
-    """Validates like sending (BroadcastError), renders, and saves nothing."""
+    """Validates like sending (BroadcastError), renders, and saves nothing. Each resident's
+    own unsubscribe link shows as a placeholder."""
     broadcast = create_broadcast(
         session, draft, created_by="preview", default_locale=default_locale
     )
@@ -42,7 +43,8 @@ def preview(session: Session, draft: NoticeDraft, default_locale: str) -> list[C
 def _one(broadcast, locale: str, channel: str, default_locale: str) -> ChannelPreview:
     rendering = render(broadcast, locale, channel, default_locale)
     if channel != "sms":
-        return ChannelPreview(locale, channel, rendering.subject, rendering.text)
+        text = rendering.text.replace(UNSUBSCRIBE_MARK, "<…/unsubscribe/…>")
+        return ChannelPreview(locale, channel, rendering.subject, text)
     return ChannelPreview(
         locale,
         channel,

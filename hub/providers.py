@@ -112,3 +112,37 @@ def http_standin(rt: Runtime) -> StandinServer:
         },
         port=rt.settings.sandbox_http_port,
     )
+
+
+def demo_push_subscriber(rt: Runtime):
+    """Makes pretend browsers subscribed at the sandbox push service (for demo residents).
+    Call it before opening a session: the VAPID keys may have to be stored first."""
+    from channels.sandbox.push import create_subscription
+
+    public_key = vapid_keys(rt)[1]
+    store = SandboxStore(rt.settings.sandbox_db_path)
+    return lambda: create_subscription(store, rt.settings.sandbox_http_url, public_key)
+
+
+def sandbox_accounts(rt: Runtime) -> list[tuple[str, str]]:
+    """What /sandbox shows about the providers on stand-ins: the generated credentials (so a
+    tester can sign a webhook or point a client at a stand-in) and where they listen."""
+    s = rt.settings
+    shown = []
+    if s.email_uses_sandbox:
+        shown.append(("SMTP", f"127.0.0.1:{s.sandbox_smtp_port}"))
+    if s.sms_uses_sandbox:
+        twilio = twilio_account(rt)
+        shown += [
+            ("Twilio API", twilio.api_url),
+            ("TWILIO_ACCOUNT_SID", twilio.account_sid),
+            ("TWILIO_AUTH_TOKEN", twilio.auth_token),
+            ("TWILIO_FROM_NUMBER", twilio.from_number),
+        ]
+    if s.telegram_uses_sandbox:
+        shown += [
+            ("Telegram Bot API", s.sandbox_http_url),
+            ("TELEGRAM_BOT_TOKEN", telegram_token(rt)),
+        ]
+    shown.append(("VAPID_PUBLIC_KEY", vapid_keys(rt)[1]))
+    return shown

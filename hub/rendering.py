@@ -19,6 +19,11 @@ def content_for(broadcast: Broadcast, locale: str, default_locale: str):
     return by_locale.get(locale) or by_locale[default_locale]
 
 
+def paragraphs(body: str) -> list[str]:
+    """A notice's text as paragraphs (a blank line separates them)."""
+    return [p.strip() for p in body.split("\n\n") if p.strip()]
+
+
 def render(broadcast: Broadcast, locale: str, channel: str, default_locale: str) -> Rendering:
     content = content_for(broadcast, locale, default_locale)
     with force_locale(locale):
@@ -29,7 +34,7 @@ def render(broadcast: Broadcast, locale: str, channel: str, default_locale: str)
         context = {
             "subject": subject,
             "title": content.title,
-            "paragraphs": [p.strip() for p in content.body.split("\n\n") if p.strip()],
+            "paragraphs": paragraphs(content.body),
             "topic_name": topic_name,
             "emergency": broadcast.priority == Priority.EMERGENCY,
             "unsubscribe_url": UNSUBSCRIBE_MARK,

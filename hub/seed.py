@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import random
 import secrets
+from collections.abc import Callable
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from hub.models import Area, Resident, Role, StaffUser, Topic
+from hub.models import Area, ContactPoint, Resident, Role, StaffUser, Topic
 from hub.residents import ResidentRow, import_rows
 from hub.staff import create_staff_user, set_password
 
@@ -82,8 +83,17 @@ FIRST_NAMES = ("Ana", "Luka", "Maja", "Jan", "Nina", "Žiga", "Eva", "Matej", "�
 LAST_NAMES = ("Novak", "Horvat", "Kovačič", "Krajnc", "Zupančič", "Potočnik", "Kos", "Vidmar")
 
 
-def seed_demo(session: Session, residents: int = 300, rng_seed: int = 7) -> dict[str, str]:
-    """Demo residents once, and demo staff with fresh random passwords each run (returned)."""
+def seed_demo(
+    session: Session,
+    residents: int = 300,
+    rng_seed: int = 7,
+    push_subscription: Callable[[], dict] | None = None,
+) -> dict[str, str]:
+    """Demo residents once, and demo staff with fresh random passwords each run (returned).
+
+    Residents use every channel: e-mail, SMS first for a third, Telegram first for a fifth,
+    and (given `push_subscription`, which returns a browser-style subscription) web push first
+    for a seventh."""
     logins = {}
     for email, role in DEMO_STAFF:
         password = secrets.token_urlsafe(9)
@@ -100,7 +110,26 @@ def seed_demo(session: Session, residents: int = 300, rng_seed: int = 7) -> dict
     topics = list(session.scalars(select(Topic.id)))
     rows = [_demo_resident(i, rng, areas, topics) for i in range(residents)]
     import_rows(session, rows)
+    if push_subscription is not None:
+        _add_push_subscriptions(session, push_subscription)
     return logins
+
+
+def _add_push_subscriptions(session: Session, subscribe: Callable[[], dict]) -> None:
+    resident_ids = session.scalars(select(Resident.id).order_by(Resident.id)).all()
+    for i, resident_id in enumerate(resident_ids):
+        if i % 7 == 3:
+            subscription = subscribe()
+            session.add(
+                ContactPoint(
+                    resident_id=resident_id,
+                    channel="push",
+                    address=subscription["endpoint"],
+                    details=subscription["keys"],
+                    rank=0,  # before the imported channels, ranked from 1
+                    verified=True,
+                )
+            )
 
 
 def _demo_resident(i: int, rng: random.Random, areas, topics) -> ResidentRow:
@@ -114,6 +143,12 @@ def _demo_resident(i: int, rng: random.Random, areas, topics) -> ResidentRow:
     )
     row.addresses["email"] = f"prebivalec{i:04d}@{slug}.kranj.example"
     row.channel_order = ["email"]
+    if i % 3 == 0:
+        row.addresses["sms"] = f"+38640{i:06d}"
+        row.channel_order.insert(0, "sms")
+    if i % 5 == 1:
+        row.addresses["telegram"] = str(700_000_000 + i)
+        row.channel_order.insert(0, "telegram")
     if i % 4 == 0:
         row.quiet = (22 * 60, 7 * 60)
     return row

@@ -66,9 +66,10 @@ def run_demo(app: Flask, *, workers: int, residents: int, port: int) -> None:
     rt = app.extensions["hub"]
     settings = rt.settings
     upgrade(settings.database_url)
+    subscribe = providers.demo_push_subscriber(rt)
     with rt.session() as session:
         seed_kranj(session)
-        logins = seed_demo(session, residents=residents)
+        logins = seed_demo(session, residents=residents, push_subscription=subscribe)
     rt.redis.ping()
     env = {
         **os.environ,

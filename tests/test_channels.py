@@ -217,6 +217,7 @@ def test_an_emergency_overtakes_a_bulk_send(seeded, standin, workers):
     [sms] = standin.store.messages(channel="sms")
     latency = datetime.fromisoformat(sms["received_at"]) - approved
     assert latency.total_seconds() < 3, latency
+
     def status(broadcast_id: int) -> str:
         with rt.session() as session:
             return progress(session, broadcast_id).status

@@ -236,3 +236,21 @@ def test_import_refuses_addresses_that_need_smtputf8(hub, rt, tmp_path):
     assert result.returncode == 2
     assert "line 2: malformed e-mail address žiga@example.si" in result.stderr
     assert _count(rt, Resident) == 0
+
+
+def test_broadcast_preview_shows_sms_cost_and_saves_nothing(hub, rt):
+    hub("seed", "kranj")
+    body = "Zaradi del na vodovodu bo v četrtek med 8. in 14. uro prekinjena dobava pitne vode."
+    out = hub(
+        "broadcast", "preview", "--topic", "water-supply", "--area", "center",
+        "--title", "Prekinitev dobave vode", "--body-sl", body, "--body-en", "Water is off.",
+    ).stdout  # fmt: skip
+    sms = out.split("== sl / sms ==")[1].split("==")[0]
+    assert body in sms and "UCS-2, 133 characters, 2 segments" in sms
+    assert "with --gsm7: GSM-7, 133 characters, 1 segment, 1 fewer" in sms
+    assert "== en / push ==" in out and "== sl / telegram ==" in out
+    assert "<b>Prekinitev dobave vode</b>" in out
+    assert _count(rt, Broadcast) == 0
+    bad = hub("broadcast", "preview", "--topic", "nope", "--title", "x", "--body-sl", "y",
+              check=False)  # fmt: skip
+    assert bad.returncode == 2 and "unknown topic nope" in bad.stderr

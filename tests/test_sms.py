@@ -263,3 +263,26 @@ def test_an_early_callback_is_applied_once_the_delivery_is_known(seeded, standin
     high.enqueue_job(high.fetch_job(job_id))  # its time has come
     work(rt)
     assert _status_of(rt, row.id) == ("delivered", None)
+
+
+def test_another_process_can_set_a_scenario_over_http(seeded, standin):
+    import json
+    import urllib.request
+
+    rt = seeded
+    request = urllib.request.Request(
+        f"{standin.url}/control/twilio/fail",
+        data=json.dumps({"number": "+38640111222", "code": 21610}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 200
+    _resident(rt, "+38640111222")
+    broadcast_id = _send(rt)
+    work(rt)
+    [row] = _deliveries(rt, broadcast_id)
+    assert row.status == "gone" and "21610" in row.error
+    missing = urllib.request.Request(f"{standin.url}/control/twilio/explode", data=b"{}")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(missing, timeout=5)
+    assert refused.value.code == 404

@@ -3,6 +3,7 @@ and one-click unsubscribe."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from sqlalchemy import func, select
@@ -21,6 +22,7 @@ PUBLIC_ON_PURPOSE = {
     "public.healthz",
     "public.unsubscribe_page",
     "public.set_language",
+    "public.notice",  # a notice that has gone out; the link in push messages
     "sandbox.index",
     "sandbox.messages_json",
     "webhooks.twilio_status",  # signed by Twilio (X-Twilio-Signature), checked first
@@ -242,3 +244,40 @@ def test_language_switch_never_redirects_off_site(client):
     for target in ("//evil.example/", "/\t/evil.example/phish", "/\\evil.example", "https://e.x/"):
         response = client.post("/language/en", data={"csrf_token": token, "next": target})
         assert response.headers["Location"] == "/", target
+
+
+def test_a_sent_notice_has_a_public_page_in_the_visitors_language(seeded, client, smtp):
+    rt = seeded
+    _resident(rt)
+    draft = _draft()
+    draft.bodies["sl"] = "Jutri odvoz.\n\nPosode postavite ob cesto do 6. ure."  # a dict
+    broadcast_id = send_notice(rt, draft, actor="test")
+    work(rt)
+    page = client.get(f"/notices/{broadcast_id}", headers={"Accept-Language": "sl"})
+    assert page.status_code == 200
+    assert "<p>Posode postavite ob cesto do 6. ure.</p>" in page.text
+    assert "Odvoz odpadkov" in page.text  # the topic
+    english = client.get(f"/notices/{broadcast_id}", headers={"Accept-Language": "en"})
+    assert "Collection tomorrow." in english.text
+
+
+def test_a_notice_that_has_not_gone_out_is_not_published(seeded, client):
+    from datetime import timedelta
+
+    from hub import clock
+
+    rt = seeded
+    draft = dataclasses.replace(_draft(), scheduled_at=clock.utcnow() + timedelta(days=1))
+    broadcast_id = send_notice(rt, draft, actor="test")
+    assert client.get(f"/notices/{broadcast_id}").status_code == 404
+    assert client.get("/notices/999999").status_code == 404
+
+
+def test_sandbox_shows_the_standins_credentials(seeded, client):
+    from hub import providers
+
+    rt = seeded
+    page = client.get("/sandbox").text
+    assert providers.twilio_account(rt).auth_token in page
+    assert providers.telegram_token(rt) in page
+    assert providers.vapid_keys(rt)[1] in page

@@ -49,7 +49,12 @@ class StandinServer:
             arguments = await request.json() if request.can_read_body else {}
         except json.JSONDecodeError:
             return web.json_response({"error": "the body must be JSON"}, status=400)
-        return web.json_response(action(**arguments) or {})
+        if not isinstance(arguments, dict):
+            return web.json_response({"error": "the body must be a JSON object"}, status=400)
+        try:
+            return web.json_response(action(**arguments) or {})
+        except TypeError as error:  # missing or unknown arguments
+            return web.json_response({"error": str(error)}, status=400)
 
     def start(self) -> StandinServer:
         """Listen before returning (a busy port raises OSError here, not in the thread)."""

@@ -1,4 +1,5 @@
-"""Pages anyone may open: health, one-click unsubscribe, the language switch."""
+"""Pages anyone may open: health, one-click unsubscribe, a published notice, the language
+switch."""
 
 from __future__ import annotations
 
@@ -12,8 +13,12 @@ from flask import (
     request,
     session,
 )
+from flask_babel import get_locale
 
 from hub import csrf, health
+from hub.broadcasts import published_notice
+from hub.models import Priority
+from hub.rendering import content_for, paragraphs
 from hub.unsubscribe import find_target, is_subscribed, unsubscribe
 from hub.web import local_path, public
 
@@ -41,6 +46,26 @@ def unsubscribe_page(token: str):
             return render_template("pages/unsubscribed.html", topic=target.topic)
         return render_template(
             "pages/unsubscribe.html", topic=target.topic, subscribed=is_subscribed(db, target)
+        )
+
+
+@bp.route("/notices/<int:broadcast_id>")
+@public
+def notice(broadcast_id: int):
+    """One notice as residents got it, in the visitor's language (a push message links here,
+    with the full text a push message has no room for)."""
+    rt = current_app.extensions["hub"]
+    with rt.session() as db:
+        broadcast = published_notice(db, broadcast_id)
+        if broadcast is None:
+            abort(404)
+        content = content_for(broadcast, str(get_locale()), rt.settings.default_locale)
+        return render_template(
+            "pages/notice.html",
+            broadcast=broadcast,
+            content=content,
+            paragraphs=paragraphs(content.body),
+            emergency=broadcast.priority == Priority.EMERGENCY,
         )
 
 

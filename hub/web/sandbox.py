@@ -8,6 +8,8 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, jsonify, render_template, request
 
 from channels.sandbox.store import SandboxStore
+from hub import providers
+from hub.models import CHANNELS
 from hub.web import public
 
 bp = Blueprint("sandbox", __name__, url_prefix="/sandbox")
@@ -41,6 +43,8 @@ def index():
         messages=store.messages(**filters),
         total=store.count(),
         filters=filters,
+        accounts=providers.sandbox_accounts(current_app.extensions["hub"]),
+        channels=CHANNELS,
     )
 
 
