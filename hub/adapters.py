@@ -57,6 +57,44 @@ def _kept(key: tuple, make: Callable[[], object]):
     return _SENDERS[key]
 
 
+# -- senders, one per process and account (also for single messages: replies to residents) --
+
+
+def smtp_sender(rt: Runtime) -> SmtpSender:
+    s = rt.settings
+    if s.email_uses_sandbox:
+        smtp = SmtpSettings("127.0.0.1", s.sandbox_smtp_port, starttls=False)
+    else:
+        smtp = SmtpSettings(
+            s.smtp_host, s.smtp_port, s.smtp_username, s.smtp_password, s.smtp_starttls
+        )
+    concurrency = max(1, s.email_concurrency)
+    return SmtpSender(smtp, s.mail_from, concurrency, _IDLE_SMTP.setdefault(smtp, []))
+
+
+def sms_sender(rt: Runtime) -> TwilioSender:
+    account = providers.twilio_account(rt)
+    concurrency = max(1, rt.settings.sms_concurrency)
+    return _kept(("sms", account), lambda: TwilioSender(account, concurrency))
+
+
+def telegram_sender(rt: Runtime) -> TelegramSender:
+    token, api_url = providers.telegram_token(rt), providers.telegram_api_url(rt)
+    concurrency = max(1, rt.settings.telegram_concurrency)
+    return _kept(
+        ("telegram", token, api_url),
+        lambda: TelegramSender(token, concurrency, base_url=api_url),
+    )
+
+
+def mail_domain(settings) -> str:
+    return parseaddr(settings.mail_from)[1].rpartition("@")[2] or "localhost"
+
+
+def twilio_status_callback(settings) -> str:
+    return f"{settings.base_url}/webhooks/twilio/status"
+
+
 class Adapter:
     """What the send job needs from a channel: its rate, its concurrency, and `send`."""
 
@@ -85,19 +123,12 @@ class EmailAdapter(Adapter):
 
     def __init__(self, context: SendContext):
         super().__init__(context)
-        self.domain = parseaddr(self.settings.mail_from)[1].rpartition("@")[2] or "localhost"
+        self.domain = mail_domain(self.settings)
         self.concurrency = max(1, self.settings.email_concurrency)
         self.rate_per_s = self.settings.email_rate_per_s
 
     def sender(self) -> SmtpSender:
-        s = self.settings
-        if s.email_uses_sandbox:
-            smtp = SmtpSettings("127.0.0.1", s.sandbox_smtp_port, starttls=False)
-        else:
-            smtp = SmtpSettings(
-                s.smtp_host, s.smtp_port, s.smtp_username, s.smtp_password, s.smtp_starttls
-            )
-        return SmtpSender(smtp, s.mail_from, self.concurrency, _IDLE_SMTP.setdefault(smtp, []))
+        return smtp_sender(self.context.rt)
 
     def outgoing(self, row: ClaimedRow) -> OutgoingEmail:
         rendering = self.rendering(row)
@@ -151,14 +182,13 @@ class SmsAdapter(RequestAdapter):
         super().__init__(context)
         self.concurrency = max(1, self.settings.sms_concurrency)
         self.rate_per_s = self.settings.sms_rate_per_s
-        self.account = providers.twilio_account(context.rt)
-        self.status_callback = f"{self.settings.base_url}/webhooks/twilio/status"
+        self.status_callback = twilio_status_callback(self.settings)
 
     def cost(self, row: ClaimedRow) -> int:
         return max(1, _segments(self.rendering(row).text))
 
     def sender(self) -> TwilioSender:
-        return _kept(("sms", self.account), lambda: TwilioSender(self.account, self.concurrency))
+        return sms_sender(self.context.rt)
 
     def outgoing(self, row: ClaimedRow) -> OutgoingSms:
         return OutgoingSms(row.id, row.address, self.rendering(row).text, self.status_callback)
@@ -179,14 +209,9 @@ class TelegramAdapter(RequestAdapter):
         super().__init__(context)
         self.concurrency = max(1, self.settings.telegram_concurrency)
         self.rate_per_s = self.settings.telegram_rate_per_s
-        self.token = providers.telegram_token(context.rt)
-        self.api_url = providers.telegram_api_url(context.rt)
 
     def sender(self) -> TelegramSender:
-        return _kept(
-            ("telegram", self.token, self.api_url),
-            lambda: TelegramSender(self.token, self.concurrency, base_url=self.api_url),
-        )
+        return telegram_sender(self.context.rt)
 
     def outgoing(self, row: ClaimedRow) -> OutgoingTelegram:
         return OutgoingTelegram(row.id, row.address, self.rendering(row).text)

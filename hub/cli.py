@@ -517,6 +517,65 @@ def serve_command(host: str, port: int | None):
     serve(current_app._get_current_object(), host, port or rt().settings.port)
 
 
+@click.command("mail-in")
+@click.option("--host", default=None, help="Default: HUB_MAIL_IN_HOST or 127.0.0.1.")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=None, help="Default: HUB_MAIL_IN_PORT or 2526."
+)
+@localised
+def mail_in_command(host: str | None, port: int | None):
+    """Receive residents' e-mail replies and bounce reports (SMTP) until Ctrl-C."""
+    import threading
+
+    from hub.mailin import start_mail_in
+
+    settings = rt().settings
+    host, port = host or settings.mail_in_host, port or settings.mail_in_port
+    controller = start_mail_in(rt(), host, port)
+    click.echo(_("receiving e-mail replies on %(host)s:%(port)d", host=host, port=port))
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        controller.stop()
+
+
+@click.group("telegram")
+def telegram_group():
+    """The Telegram bot's webhook."""
+
+
+@telegram_group.command("set-webhook")
+@localised
+def telegram_set_webhook():
+    """Register HUB_BASE_URL/webhooks/telegram, with the secret, and check it took."""
+    from hub.telegram_admin import set_webhook
+
+    _print_webhook(set_webhook(rt()))
+
+
+@telegram_group.command("webhook-info")
+@localised
+def telegram_webhook_info():
+    """Whether the webhook is really registered: URL, pending updates, last error."""
+    from hub.telegram_admin import webhook_info
+
+    _print_webhook(webhook_info(rt()))
+
+
+def _print_webhook(info) -> None:
+    click.echo(_("webhook: %(url)s", url=info.url or _("(none)")))
+    click.echo(_("expected: %(url)s", url=info.expected_url))
+    click.echo(
+        ngettext("%(num)d update waiting", "%(num)d updates waiting", info.pending_update_count)
+    )
+    if info.last_error_message:
+        click.echo(_("last error: %(error)s", error=info.last_error_message))
+    if not info.registered:
+        raise click.ClickException(_("the webhook is not registered at the expected URL"))
+
+
 @click.command("demo")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 16))
 @click.option("--residents", default=300, show_default=True, type=click.IntRange(1, 100_000))
@@ -542,6 +601,8 @@ COMMANDS = (
     users_group,
     residents_group,
     broadcast_group,
+    telegram_group,
+    mail_in_command,
     worker_command,
     sweep_command,
     serve_command,

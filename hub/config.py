@@ -67,6 +67,9 @@ class Settings:
     vapid_public_key: str = ""
     vapid_subject: str = "mailto:obvestila@mestni-glas.example"
     push_ttl_s: int = 24 * 3600  # how long a push service keeps a notice for an offline browser
+    # `hub mail-in`: where residents' e-mail replies and bounce reports arrive.
+    mail_in_host: str = "127.0.0.1"
+    mail_in_port: int = 2526
     # The HTTP stand-ins (Twilio, Telegram Bot API, push service) listen here.
     sandbox_http_port: int = 2580
     # Fan-out tuning.
@@ -127,6 +130,8 @@ class Settings:
             vapid_subject=vapid_subject,
             push_ttl_s=_int("HUB_PUSH_TTL", 24 * 3600),
             sandbox_http_port=_int("HUB_SANDBOX_HTTP_PORT", 2580),
+            mail_in_host=_env("HUB_MAIL_IN_HOST", "127.0.0.1"),
+            mail_in_port=_int("HUB_MAIL_IN_PORT", 2526),
             chunk_size=_int("HUB_CHUNK_SIZE", 500),
             email_concurrency=_int("HUB_EMAIL_CONCURRENCY", 10),
             email_rate_per_s=_float("HUB_EMAIL_RATE", 100.0),

@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     SmallInteger,
     String,
     Table,
@@ -258,6 +259,103 @@ Index("ix_deliveries_status_not_before", Delivery.status, Delivery.not_before)
 Index("ix_deliveries_resident", Delivery.resident_id)
 # Provider status callbacks find their delivery by the provider's message id.
 Index("ix_deliveries_provider_id", Delivery.provider_id)
+
+
+class ConversationStatus:
+    OPEN = "open"
+    PENDING = "pending"  # waiting for the resident
+    RESOLVED = "resolved"
+    SNOOZED = "snoozed"
+    ALL = (OPEN, PENDING, RESOLVED, SNOOZED)
+
+
+class MessageDirection:
+    IN = "in"
+    OUT = "out"
+    NOTE = "note"  # a private note: never sent
+
+
+class InboundEvent(Base):
+    """Every webhook call and received e-mail, stored raw before it is processed, once per
+    provider id: a provider that retries creates no second event."""
+
+    __tablename__ = "inbound_events"
+    __table_args__ = (UniqueConstraint("channel", "provider_event_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    provider_event_id: Mapped[str] = mapped_column(String(300))  # MessageSid, update_id, ...
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    meta: Mapped[dict | None] = mapped_column(JSON)  # e.g. an e-mail's envelope
+    received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    outcome: Mapped[str | None] = mapped_column(String(300))  # what processing did, or why not
+
+
+class Conversation(Base):
+    """One thread with one resident (or, until an agent links it, one unknown sender)."""
+
+    __tablename__ = "conversations"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    resident_id: Mapped[int | None] = mapped_column(ForeignKey("residents.id", ondelete="SET NULL"))
+    # Where the resident wrote from last: the default channel and address of a reply.
+    channel: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str] = mapped_column(String(1000))
+    status: Mapped[str] = mapped_column(String(16), default=ConversationStatus.OPEN)
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id"))
+    broadcast_id: Mapped[int | None] = mapped_column(
+        ForeignKey("broadcasts.id", ondelete="SET NULL")
+    )
+    unread: Mapped[int] = mapped_column(Integer, default=0)
+    last_message_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    waiting_since: Mapped[datetime | None] = mapped_column(DateTime)  # oldest unanswered message
+    first_response_at: Mapped[datetime | None] = mapped_column(DateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+Index("ix_conversations_status_waiting", Conversation.status, Conversation.waiting_since)
+Index("ix_conversations_resident", Conversation.resident_id)
+Index("ix_conversations_channel_address", Conversation.channel, Conversation.address)
+
+
+class Message(Base):
+    """A message in a conversation: from the resident, to the resident, or a private note."""
+
+    __tablename__ = "messages"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    direction: Mapped[str] = mapped_column(String(8))
+    channel: Mapped[str | None] = mapped_column(String(16))
+    address: Mapped[str | None] = mapped_column(String(1000))  # from (in) or to (out)
+    body: Mapped[str] = mapped_column(Text)
+    full_body: Mapped[str | None] = mapped_column(Text)  # an e-mail with its quoted history
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id"))
+    # in: received; out: pending, sent, delivered, undelivered, failed; note: note
+    status: Mapped[str] = mapped_column(String(16))
+    provider_id: Mapped[str | None] = mapped_column(String(300))
+    error: Mapped[str | None] = mapped_column(String(1000))
+    broadcast_id: Mapped[int | None] = mapped_column(
+        ForeignKey("broadcasts.id", ondelete="SET NULL")
+    )
+    inbound_event_id: Mapped[int | None] = mapped_column(BigId)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+Index("ix_messages_conversation", Message.conversation_id, Message.id)
+Index("ix_messages_provider_id", Message.provider_id)
+
+
+class LinkToken(Base):
+    """A single-use, expiring token that links a new address to a resident (Telegram's
+    `/start <token>` deep link); only its hash is stored."""
+
+    __tablename__ = "link_tokens"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    resident_id: Mapped[int] = mapped_column(ForeignKey("residents.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(16))
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+    used_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class InstanceKey(Base):

@@ -14,7 +14,14 @@ from sqlalchemy.orm import Session
 
 from hub import queues, runtime
 from hub.delivery import add_fallback
-from hub.models import Broadcast, ChannelPolicy, ContactPoint, Delivery, DeliveryStatus
+from hub.models import (
+    Broadcast,
+    ChannelPolicy,
+    ContactPoint,
+    Delivery,
+    DeliveryStatus,
+    Message,
+)
 
 # Twilio's statuses, as the outbox knows them; the rest (queued, sending, accepted, ...) say
 # nothing the outbox does not know already.
@@ -49,8 +56,10 @@ def apply_twilio_status(
 ) -> StatusResult:
     new_status = TWILIO_FINAL.get(status)
     if new_status is None:
-        known = _find(session, sid) is not None
-        return StatusResult(changed=False, known=known)
+        known = _find(session, sid) is not None or session.scalar(
+            select(Message.id).where(Message.provider_id == sid)
+        )
+        return StatusResult(changed=False, known=bool(known))
     error = None
     if error_code:
         error = f"Twilio {error_code}: {TWILIO_ERRORS.get(error_code, 'delivery failed')}"
@@ -64,9 +73,22 @@ def apply_twilio_status(
         .values(status=new_status, error=error)
     ).rowcount
     delivery = _find(session, sid)
+    if delivery is None:
+        return _apply_to_answer(session, sid, new_status, error)
     if changed and error_code in TWILIO_DEAD_NUMBER:
-        _number_is_dead(session, delivery, error, default_locale)
-    return StatusResult(changed=bool(changed), known=delivery is not None)
+        address_is_dead(session, delivery, error, default_locale)
+    return StatusResult(changed=bool(changed), known=True)
+
+
+def _apply_to_answer(session: Session, sid: str, new_status: str, error: str | None):
+    """The SMS was an answer in a conversation (hub.outbound), not a notice."""
+    changed = session.execute(
+        update(Message)
+        .where(Message.provider_id == sid, Message.channel == "sms", Message.status == "sent")
+        .values(status=new_status, error=error)
+    ).rowcount
+    known = changed or session.scalar(select(Message.id).where(Message.provider_id == sid))
+    return StatusResult(changed=bool(changed), known=bool(known))
 
 
 def _find(session: Session, sid: str) -> Delivery | None:
@@ -75,7 +97,9 @@ def _find(session: Session, sid: str) -> Delivery | None:
     ).first()
 
 
-def _number_is_dead(session: Session, delivery: Delivery, error: str, locale: str) -> None:
+def address_is_dead(session: Session, delivery: Delivery, error: str, locale: str) -> None:
+    """A provider said, after the fact, that a delivery's address cannot be reached (a carrier's
+    report, a bounce): stop using it and, under `preferred`, send on the next channel."""
     session.execute(
         update(ContactPoint)
         .where(ContactPoint.id == delivery.contact_point_id)

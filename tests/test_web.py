@@ -26,6 +26,8 @@ PUBLIC_ON_PURPOSE = {
     "sandbox.index",
     "sandbox.messages_json",
     "webhooks.twilio_status",  # signed by Twilio (X-Twilio-Signature), checked first
+    "webhooks.twilio_sms",  # signed by Twilio
+    "webhooks.telegram",  # Telegram's secret token, checked first
 }
 
 

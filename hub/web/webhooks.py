@@ -4,10 +4,14 @@ nothing."""
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, request
+import hmac
+import json
+from urllib.parse import urlencode
+
+from flask import Blueprint, Response, abort, current_app, request
 from twilio.request_validator import RequestValidator
 
-from hub import csrf, providers, status
+from hub import csrf, inbound, providers, status
 from hub.web import public
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
@@ -43,3 +47,41 @@ def twilio_status():
     if not result.known:
         status.schedule_retry(rt, sid, state, error_code, 0)
     return "", 204
+
+
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+
+
+@bp.route("/twilio/sms", methods=["POST"])
+@public
+@csrf.exempt  # signed by Twilio instead
+def twilio_sms():
+    """An SMS from a resident: stored, queued, answered with empty TwiML at once (the hub's
+    answers, if any, go out through the API like any message)."""
+    _verify_twilio()
+    sid = request.form.get("MessageSid") or request.form.get("SmsSid") or ""
+    if not sid or not request.form.get("From"):
+        abort(400, "MessageSid and From are required")
+    # The parameters as Twilio posted them (the body itself was consumed reading the form).
+    payload = urlencode(list(request.form.items(multi=True))).encode()
+    inbound.accept(current_app.extensions["hub"], "sms", sid, payload)
+    return Response(EMPTY_TWIML, mimetype="text/xml")
+
+
+@bp.route("/telegram", methods=["POST"])
+@public
+@csrf.exempt  # Telegram proves itself with the secret token set with the webhook
+def telegram():
+    rt = current_app.extensions["hub"]
+    expected = providers.telegram_webhook_secret(rt).encode()
+    given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "").encode()
+    if not hmac.compare_digest(given, expected):
+        abort(403)
+    try:
+        update = json.loads(request.get_data())
+    except ValueError:
+        abort(400, "the body must be JSON")
+    if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
+        abort(400, "an update needs its update_id")
+    inbound.accept(rt, "telegram", str(update["update_id"]), request.get_data())
+    return "", 200
