@@ -33,10 +33,16 @@ def accept(
         event_id = store(session, channel, provider_event_id, payload, meta)
     if event_id is None:
         return False
-    queues.queue(rt.redis, "high").enqueue(
-        PROCESS_JOB, event_id, job_id=f"inbound-{event_id}", result_ttl=queues.RESULT_TTL_S
-    )
+    enqueue(rt, event_id)
     return True
+
+
+def job_id(event_id: int) -> str:
+    return f"inbound-{event_id}"
+
+
+def enqueue(rt: runtime.Runtime, event_id: int) -> None:
+    queues.enqueue_once(rt.redis, "high", PROCESS_JOB, (event_id,), job_id(event_id))
 
 
 def store(session: Session, channel: str, provider_event_id: str, payload: bytes, meta=None):

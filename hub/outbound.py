@@ -38,13 +38,18 @@ class TryAgain(RuntimeError):
     """A transient failure: RQ runs the job again after the next retry interval."""
 
 
+def job_id(message_id: int) -> str:
+    return f"message-{message_id}"
+
+
 def enqueue(rt: runtime.Runtime, message_id: int) -> None:
-    queues.queue(rt.redis, "high").enqueue(
+    queues.enqueue_once(
+        rt.redis,
+        "high",
         SEND_MESSAGE_JOB,
-        message_id,
-        job_id=f"message-{message_id}-{utcnow().timestamp():.0f}",
+        (message_id,),
+        job_id(message_id),
         retry=Retry(max=len(RETRIES_S), interval=RETRIES_S),
-        result_ttl=queues.RESULT_TTL_S,
     )
 
 

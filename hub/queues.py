@@ -161,3 +161,14 @@ def schedule_status_retry(connection: redis.Redis, args: tuple, delay_s: float) 
     queue(connection, "high").enqueue_in(
         timedelta(seconds=delay_s), STATUS_RETRY_JOB, *args, result_ttl=RESULT_TTL_S
     )
+
+
+def enqueue_once(
+    connection: redis.Redis, queue_name: str, function: str, args: tuple, job_id: str, **options
+) -> None:
+    """Enqueue a job under a fixed id (so the sweeper can tell whether it is still live),
+    dropping a finished job's stale record of that id first (see enqueue_send_chunks)."""
+    connection.delete(Job.key_for(job_id))
+    queue(connection, queue_name).enqueue_call(
+        function, args=args, job_id=job_id, result_ttl=RESULT_TTL_S, **options
+    )

@@ -10,10 +10,18 @@ from datetime import timedelta
 
 from sqlalchemy import and_, func, select, update
 
-from hub import queues, runtime
+from hub import inbound, outbound, queues, runtime
 from hub.clock import utcnow
 from hub.delivery import CLAIM_KEY, finish_if_done
-from hub.models import Broadcast, BroadcastStatus, Delivery, DeliveryStatus
+from hub.models import (
+    Broadcast,
+    BroadcastStatus,
+    Delivery,
+    DeliveryStatus,
+    InboundEvent,
+    Message,
+    MessageDirection,
+)
 
 LOCK_KEY = "hub:sweeper:lock"
 
@@ -24,6 +32,7 @@ class SweepReport:
     requeued_chunks: int = 0
     started: list[int] = field(default_factory=list)
     finished: list[int] = field(default_factory=list)
+    requeued_inbound: int = 0  # received messages and answers whose job Redis lost
 
 
 def sweep(rt: runtime.Runtime) -> SweepReport:
@@ -32,6 +41,7 @@ def sweep(rt: runtime.Runtime) -> SweepReport:
     report.requeued_chunks = requeue_lost_chunks(rt)
     report.started = start_due_broadcasts(rt)
     report.finished = [b for b in sending_broadcasts(rt) if finish_if_done(rt, b)]
+    report.requeued_inbound = requeue_lost_conversation_work(rt)
     return report
 
 
@@ -139,3 +149,35 @@ def sending_broadcasts(rt: runtime.Runtime) -> list[int]:
         return list(
             session.scalars(select(Broadcast.id).where(Broadcast.status == BroadcastStatus.SENDING))
         )
+
+
+def requeue_lost_conversation_work(rt: runtime.Runtime) -> int:
+    """Inbound events stored but not processed, and answers not yet sent, whose job is gone
+    (Redis lost it, or was down when the webhook stored the event)."""
+    before = utcnow() - timedelta(seconds=rt.settings.sweep_grace_s)
+    with rt.session() as session:
+        events = session.scalars(
+            select(InboundEvent.id).where(
+                InboundEvent.processed_at.is_(None), InboundEvent.received_at < before
+            )
+        ).all()
+        answers = session.scalars(
+            select(Message.id).where(
+                Message.direction == MessageDirection.OUT,
+                Message.status.in_(("pending", "retry")),
+                Message.created_at < before,
+            )
+        ).all()
+    lost = 0
+    for ids, job_id, enqueue in (
+        (events, inbound.job_id, inbound.enqueue),
+        (answers, outbound.job_id, outbound.enqueue),
+    ):
+        if not ids:
+            continue
+        live = queues.live_jobs(rt.redis, [job_id(i) for i in ids])
+        for item_id, is_live in zip(ids, live, strict=True):
+            if not is_live:
+                enqueue(rt, item_id)
+                lost += 1
+    return lost

@@ -350,3 +350,26 @@ def test_set_webhook_registers_it_with_the_secret(seeded, standin):
     assert standin.telegram.webhook["secret_token"] == providers.telegram_webhook_secret(rt)
     rt.settings.base_url = "https://elsewhere.example"
     assert not webhook_info(rt).registered
+
+
+def test_a_message_whose_job_redis_lost_still_reaches_the_inbox(seeded, standin, client):
+    from hub.sweeper import sweep
+
+    rt = seeded
+    _resident(rt, sms=PHONE)
+    _sms_webhook(client, rt, "Halo?")
+    rt.redis.flushdb()  # the queued job is gone; the stored event is not
+    work(rt)
+    assert _conversation_messages(rt) == []
+    clock.advance_to(clock.utcnow() + timedelta(seconds=rt.settings.sweep_grace_s + 1))
+    assert sweep(rt).requeued_inbound == 1
+    work(rt)
+    assert ("in", "sms", "Halo?") in _conversation_messages(rt)
+    # its STOP-style auto answers and agents' answers are recovered the same way
+    with rt.session() as session:
+        answer_id = conversations.reply(session, _conversation_id(rt), "Da?", author_id=None).id
+    clock.advance_to(clock.utcnow() + timedelta(seconds=rt.settings.sweep_grace_s + 1))
+    assert sweep(rt).requeued_inbound == 1  # never enqueued at all
+    work(rt)
+    with rt.session() as session:
+        assert session.get(Message, answer_id).status == "sent"
