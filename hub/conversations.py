@@ -112,7 +112,8 @@ def _thread(session, channel, address, resident_id, conversation_id, now) -> Con
     if conversation_id is not None:
         conversation = session.get(Conversation, conversation_id)
     if conversation is None:
-        query = select(Conversation).where(Conversation.status != ConversationStatus.RESOLVED)
+        # One thread per resident: a resolved conversation opens again when they write.
+        query = select(Conversation)
         if resident_id is not None:
             query = query.where(Conversation.resident_id == resident_id)
         else:
@@ -157,9 +158,10 @@ def _answered_notice(session, contact, delivery_id, now) -> int | None:
 
 
 def _needs_an_answer(conversation: Conversation, now: datetime) -> None:
-    """A resident wrote: the conversation is open (a snoozed one wakes up) and waits."""
+    """A resident wrote: the conversation is open (a snoozed or resolved one opens again) and
+    waits for an agent."""
     conversation.status = ConversationStatus.OPEN
-    conversation.resolved_at = None
+    conversation.resolved_at, conversation.snoozed_until = None, None
     conversation.unread = (conversation.unread or 0) + 1
     if conversation.waiting_since is None:
         conversation.waiting_since = now

@@ -265,8 +265,11 @@ class ConversationStatus:
     OPEN = "open"
     PENDING = "pending"  # waiting for the resident
     RESOLVED = "resolved"
-    SNOOZED = "snoozed"
+    SNOOZED = "snoozed"  # until snoozed_until, or until the resident writes
     ALL = (OPEN, PENDING, RESOLVED, SNOOZED)
+
+
+CONVERSATION_PRIORITIES = ("low", "normal", "high", "urgent")
 
 
 class MessageDirection:
@@ -305,6 +308,8 @@ class Conversation(Base):
     broadcast_id: Mapped[int | None] = mapped_column(
         ForeignKey("broadcasts.id", ondelete="SET NULL")
     )
+    priority: Mapped[str] = mapped_column(String(8), default="normal", server_default="normal")
+    snoozed_until: Mapped[datetime | None] = mapped_column(DateTime)  # None: until they write
     unread: Mapped[int] = mapped_column(Integer, default=0)
     last_message_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     waiting_since: Mapped[datetime | None] = mapped_column(DateTime)  # oldest unanswered message
@@ -344,6 +349,28 @@ class Message(Base):
 
 Index("ix_messages_conversation", Message.conversation_id, Message.id)
 Index("ix_messages_provider_id", Message.provider_id)
+
+
+class ConversationLabel(Base):
+    __tablename__ = "conversation_labels"
+    conversation_id: Mapped[int] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
+    )
+    label: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+Index("ix_conversation_labels_label", ConversationLabel.label)
+
+
+class CannedResponse(Base):
+    """A ready answer per locale; {name}, {notice} and {agent} are filled in when used."""
+
+    __tablename__ = "canned_responses"
+    __table_args__ = (UniqueConstraint("shortcut", "locale"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shortcut: Mapped[str] = mapped_column(String(64))
+    locale: Mapped[str] = mapped_column(String(8))
+    body: Mapped[str] = mapped_column(Text)
 
 
 class LinkToken(Base):

@@ -13,6 +13,7 @@ from sqlalchemy import and_, func, select, update
 from hub import inbound, outbound, queues, runtime
 from hub.clock import utcnow
 from hub.delivery import CLAIM_KEY, finish_if_done
+from hub.inbox import wake_snoozed
 from hub.models import (
     Broadcast,
     BroadcastStatus,
@@ -33,6 +34,7 @@ class SweepReport:
     started: list[int] = field(default_factory=list)
     finished: list[int] = field(default_factory=list)
     requeued_inbound: int = 0  # received messages and answers whose job Redis lost
+    woken: int = 0  # snoozed conversations whose time came
 
 
 def sweep(rt: runtime.Runtime) -> SweepReport:
@@ -42,6 +44,8 @@ def sweep(rt: runtime.Runtime) -> SweepReport:
     report.started = start_due_broadcasts(rt)
     report.finished = [b for b in sending_broadcasts(rt) if finish_if_done(rt, b)]
     report.requeued_inbound = requeue_lost_conversation_work(rt)
+    with rt.session() as session:
+        report.woken = wake_snoozed(session)
     return report
 
 

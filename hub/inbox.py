@@ -1,0 +1,293 @@
+"""The agents' side of conversations: the inbox list (filters, waiting time, keyset pages) and
+what an agent does to a conversation (assign, label, note, snooze, resolve, prioritise, use a
+canned answer). Every function takes a session; the web views and the API call the same."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from flask_babel import gettext as _
+from sqlalchemy import and_, delete, exists, or_, select, update
+from sqlalchemy.orm import Session
+
+from hub.clock import utcnow
+from hub.conversations import ConversationError
+from hub.models import (
+    CONVERSATION_PRIORITIES,
+    Broadcast,
+    BroadcastContent,
+    CannedResponse,
+    Conversation,
+    ConversationLabel,
+    ConversationStatus,
+    Message,
+    MessageDirection,
+    Resident,
+    StaffUser,
+    Topic,
+)
+
+PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class InboxFilter:
+    status: str | None = ConversationStatus.OPEN  # None: any
+    assignee_id: int | None = None
+    unassigned: bool = False
+    channel: str | None = None
+    label: str | None = None
+    topic: str | None = None  # slug of the notice's topic the conversation answers
+    unread: bool = False
+    text: str | None = None  # in any message of the conversation
+
+
+@dataclass(frozen=True)
+class InboxPage:
+    conversations: list[Conversation]
+    next_cursor: str | None  # pass back as `after` for the next page
+
+
+def inbox(
+    session: Session, filters: InboxFilter, after: str | None = None, limit: int = PAGE_SIZE
+) -> InboxPage:
+    """Conversations that wait longest first (those not waiting last, newest first among
+    them), keyset-paginated: a page costs the same however deep it is."""
+    query = select(Conversation).where(*_conditions(filters))
+    if after:
+        query = query.where(_after(after))
+    query = query.order_by(
+        Conversation.waiting_since.is_(None),
+        Conversation.waiting_since,
+        Conversation.id,
+    ).limit(limit + 1)
+    rows = list(session.scalars(query))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return InboxPage(rows, _cursor(rows[-1]) if more and rows else None)
+
+
+def _conditions(f: InboxFilter) -> list:
+    if f.status is not None and f.status not in ConversationStatus.ALL:
+        raise ConversationError(_("unknown status %(value)s", value=f.status))
+    conditions = []
+    if f.status is not None:
+        conditions.append(Conversation.status == f.status)
+    if f.assignee_id is not None:
+        conditions.append(Conversation.assignee_id == f.assignee_id)
+    if f.unassigned:
+        conditions.append(Conversation.assignee_id.is_(None))
+    if f.channel:
+        conditions.append(Conversation.channel == f.channel)
+    if f.unread:
+        conditions.append(Conversation.unread > 0)
+    if f.label:
+        conditions.append(
+            exists().where(
+                ConversationLabel.conversation_id == Conversation.id,
+                ConversationLabel.label == f.label,
+            )
+        )
+    if f.topic:
+        conditions.append(
+            Conversation.broadcast_id.in_(
+                select(Broadcast.id).join(Topic).where(Topic.slug == f.topic)
+            )
+        )
+    if f.text and f.text.strip():
+        pattern = f"%{_escape_like(f.text.strip())}%"
+        conditions.append(
+            exists().where(
+                Message.conversation_id == Conversation.id,
+                Message.body.ilike(pattern, escape="\\"),
+            )
+        )
+    return conditions
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _cursor(conversation: Conversation) -> str:
+    waiting = conversation.waiting_since.isoformat() if conversation.waiting_since else None
+    raw = json.dumps([waiting, conversation.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _after(cursor: str):
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        waiting, last_id = json.loads(raw)
+        waiting = datetime.fromisoformat(waiting) if waiting is not None else None
+        last_id = int(last_id)
+    except (ValueError, TypeError):
+        raise ConversationError(_("the page cursor is not valid")) from None
+    if waiting is None:  # in the tail of conversations not waiting
+        return and_(Conversation.waiting_since.is_(None), Conversation.id > last_id)
+    return or_(
+        Conversation.waiting_since.is_(None),
+        Conversation.waiting_since > waiting,
+        and_(Conversation.waiting_since == waiting, Conversation.id > last_id),
+    )
+
+
+# -- what an agent does to a conversation ------------------------------------------------------
+
+
+def _get(session: Session, conversation_id: int) -> Conversation:
+    conversation = session.get(Conversation, conversation_id)
+    if conversation is None:
+        raise ConversationError(_("no conversation %(id)d", id=conversation_id))
+    return conversation
+
+
+def assign(session: Session, conversation_id: int, staff_id: int | None) -> None:
+    conversation = _get(session, conversation_id)
+    if staff_id is not None and session.get(StaffUser, staff_id) is None:
+        raise ConversationError(_("no staff user %(id)d", id=staff_id))
+    conversation.assignee_id = staff_id
+
+
+def set_labels(session: Session, conversation_id: int, labels: list[str]) -> None:
+    _get(session, conversation_id)
+    cleaned = sorted({label.strip().lower() for label in labels if label.strip()})
+    if any(len(label) > 64 for label in cleaned):
+        raise ConversationError(_("a label has at most 64 characters"))
+    session.execute(
+        delete(ConversationLabel).where(ConversationLabel.conversation_id == conversation_id)
+    )
+    session.add_all(
+        ConversationLabel(conversation_id=conversation_id, label=label) for label in cleaned
+    )
+    session.flush()
+
+
+def labels_of(session: Session, conversation_id: int) -> list[str]:
+    return list(
+        session.scalars(
+            select(ConversationLabel.label)
+            .where(ConversationLabel.conversation_id == conversation_id)
+            .order_by(ConversationLabel.label)
+        )
+    )
+
+
+def add_note(session: Session, conversation_id: int, text: str, author_id: int) -> Message:
+    """A private note for the other agents: never sent to anyone."""
+    _get(session, conversation_id)
+    if not text.strip():
+        raise ConversationError(_("the note is empty"))
+    note = Message(
+        conversation_id=conversation_id,
+        direction=MessageDirection.NOTE,
+        body=text.strip(),
+        author_id=author_id,
+        status="note",
+        created_at=utcnow(),
+    )
+    session.add(note)
+    session.flush()
+    return note
+
+
+def snooze(session: Session, conversation_id: int, until: datetime | None) -> None:
+    """Out of the open list until `until` (the sweeper wakes it) or, with None, until the
+    resident writes again."""
+    if until is not None and until <= utcnow():
+        raise ConversationError(_("snooze until a time in the future"))
+    conversation = _get(session, conversation_id)
+    conversation.status, conversation.snoozed_until = ConversationStatus.SNOOZED, until
+
+
+def wake_snoozed(session: Session, now: datetime | None = None) -> int:
+    """Snoozed conversations whose time has come are open again (the sweeper calls this)."""
+    return session.execute(
+        update(Conversation)
+        .where(
+            Conversation.status == ConversationStatus.SNOOZED,
+            Conversation.snoozed_until <= (now or utcnow()),
+        )
+        .values(status=ConversationStatus.OPEN, snoozed_until=None)
+    ).rowcount
+
+
+def resolve(session: Session, conversation_id: int) -> None:
+    conversation = _get(session, conversation_id)
+    conversation.status = ConversationStatus.RESOLVED
+    conversation.resolved_at = utcnow()
+    conversation.waiting_since, conversation.unread, conversation.snoozed_until = None, 0, None
+
+
+def set_priority(session: Session, conversation_id: int, priority: str) -> None:
+    if priority not in CONVERSATION_PRIORITIES:
+        raise ConversationError(_("unknown priority %(value)s", value=priority))
+    _get(session, conversation_id).priority = priority
+
+
+# -- canned answers ----------------------------------------------------------------------------
+
+
+def save_canned(session: Session, shortcut: str, locale: str, body: str) -> CannedResponse:
+    shortcut = shortcut.strip().lower()
+    if not shortcut or not body.strip():
+        raise ConversationError(_("a canned answer needs a shortcut and a text"))
+    canned = session.scalar(
+        select(CannedResponse).where(
+            CannedResponse.shortcut == shortcut, CannedResponse.locale == locale
+        )
+    )
+    if canned is None:
+        canned = CannedResponse(shortcut=shortcut, locale=locale, body=body.strip())
+        session.add(canned)
+    else:
+        canned.body = body.strip()
+    session.flush()
+    return canned
+
+
+def canned_text(
+    session: Session,
+    shortcut: str,
+    conversation_id: int,
+    agent_name: str,
+    default_locale: str,
+) -> str:
+    """The canned answer in the resident's language (else the hub's), its {name}, {notice}
+    and {agent} filled in. Unknown placeholders stay as written."""
+    conversation = _get(session, conversation_id)
+    resident = session.get(Resident, conversation.resident_id) if conversation.resident_id else None
+    locale = resident.locale if resident else default_locale
+    answers = {
+        c.locale: c.body
+        for c in session.scalars(
+            select(CannedResponse).where(CannedResponse.shortcut == shortcut.strip().lower())
+        )
+    }
+    body = answers.get(locale) or answers.get(default_locale)
+    if body is None:
+        raise ConversationError(_("no canned answer %(shortcut)s", shortcut=shortcut))
+    values = {
+        "name": resident.name if resident else "",
+        "agent": agent_name,
+        "notice": _notice_title(session, conversation.broadcast_id, locale),
+    }
+    for key, value in values.items():
+        body = body.replace("{" + key + "}", value)
+    return body
+
+
+def _notice_title(session: Session, broadcast_id: int | None, locale: str) -> str:
+    if broadcast_id is None:
+        return ""
+    titles = dict(
+        session.execute(
+            select(BroadcastContent.locale, BroadcastContent.title).where(
+                BroadcastContent.broadcast_id == broadcast_id
+            )
+        ).all()
+    )
+    return titles.get(locale) or next(iter(titles.values()), "")
