@@ -30,12 +30,11 @@ import html
 import quopri
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import HeaderParser
 from email.utils import getaddresses, parseaddr
-from html.parser import HTMLParser
 
 MAX_TEXT = 100_000  # characters of full_text (and so of text)
 MAX_HTML = 1_000_000  # characters of HTML converted; markup is most of it
@@ -67,10 +66,10 @@ class InboundEmail:
     full_text: str  # the whole plain-text body (HTML converted when there is no plain text)
     auto: bool  # an auto-reply to ignore; never set together with bounce
     bounce: Bounce | None
-    attachments: list[tuple[str, str, int]] = field(default_factory=list)  # (name, type, size)
+    attachments: list[tuple[str, str, int]]  # (filename, content type, size): listed, not kept
 
 
-# -- public helpers -------------------------------------------------------------------------
+# -- public helpers ----------------------------------------------------------------------------
 
 _BRACKETED_ID = re.compile(r"<([^<>]*)>")
 _DELIVERY_ID = re.compile(r"^n\d{1,18}\.d(\d{1,18})@", re.IGNORECASE)
@@ -433,7 +432,7 @@ def decode_bytes(data: bytes, charset: str | None) -> str:
         try:
             if codecs.lookup(charset).name not in _UNSAFE_CODECS:
                 return data.decode(charset)
-        except (LookupError, UnicodeError, ValueError):
+        except Exception:  # unknown or wrong charset (LookupError, UnicodeError, …)
             pass
     try:
         return data.decode("utf-8")
@@ -446,7 +445,7 @@ def decode_bytes(data: bytes, charset: str | None) -> str:
 
 def unflow(text: str, delsp: bool = False) -> str:
     """Join the soft line breaks of RFC 3676 format=flowed (a line ending in a space)."""
-    out: list[str] = []
+    out: list[tuple[int, str]] = []  # (quote depth, text)
     joining = False
     for line in text.replace("\r\n", "\n").split("\n"):
         depth = len(line) - len(line.lstrip(">"))
@@ -469,22 +468,58 @@ _BLOCK_TAGS = {
     "section", "article", "header", "footer", "dt", "dd", "address",
 }  # fmt: skip
 _HIDDEN_TAGS = {"script", "style", "head", "title", "template", "noscript"}
+_RAW_TEXT_TAGS = {"script", "style"}  # their content is not markup: skip to the end tag
+_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9:-]*)[^<>]*>")
+_OTHER_MARKUP = re.compile(r"<[!?/][^<>]*>")  # doctype, processing instruction, stray </ >
 
 
-class _HtmlText(HTMLParser):
-    """Text of an HTML body: tags dropped, entities unescaped, a line per block or <br>, and
-    <blockquote> lines prefixed with "> " like a plain-text quote, so they strip the same way."""
+def html_to_text(markup: str) -> str:
+    """Plain text of an HTML body: tags dropped, entities unescaped, a line per block or <br>,
+    and <blockquote> lines prefixed with "> " like a plain-text quote, so they strip the same
+    way. A linear scan of its own: html.parser is quadratic on unclosed tags (fixed in 3.13)."""
+    out = _HtmlText()
+    pos, end = 0, len(markup)
+    while pos < end:
+        lt = markup.find("<", pos)
+        if lt < 0:
+            out.data(markup[pos:])
+            break
+        out.data(markup[pos:lt])
+        if markup.startswith("<!--", lt):
+            close = markup.find("-->", lt + 4)
+            pos = end if close < 0 else close + 3
+            continue
+        tag = _TAG.match(markup, lt)
+        if tag is None:
+            other = _OTHER_MARKUP.match(markup, lt)
+            if other is None:
+                out.data("<")
+            pos = other.end() if other else lt + 1
+            continue
+        name, pos = tag.group(2).lower(), tag.end()
+        if tag.group(1):
+            out.end(name)
+            continue
+        out.start(name)
+        if name in _RAW_TEXT_TAGS:
+            close_tag = re.compile(rf"</{name}\s*>", re.IGNORECASE).search(markup, pos)
+            pos = close_tag.end() if close_tag else end
+            out.end(name)
+    return re.sub(r"\n{3,}", "\n\n", out.text()).strip()
+
+
+class _HtmlText:
+    """The text being built by html_to_text: lines with their blockquote depth."""
 
     def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
         self.lines: list[tuple[int, str]] = []
         self.current: list[str] = []
-        self.depth = 0  # blockquote nesting of the current line
+        self.depth = 0  # blockquote depth of the current line
         self.quote = 0
         self.hidden = 0
         self.pre = 0
 
-    def handle_starttag(self, tag: str, attrs: list) -> None:
+    def start(self, tag: str) -> None:
         if tag in _HIDDEN_TAGS:
             self.hidden += 1
         elif tag == "body":
@@ -498,13 +533,7 @@ class _HtmlText(HTMLParser):
             self.newline()
             self.pre += tag == "pre"
 
-    def handle_startendtag(self, tag: str, attrs: list) -> None:
-        if tag == "br":
-            self.newline(force=True)
-        elif tag in _BLOCK_TAGS:
-            self.newline()
-
-    def handle_endtag(self, tag: str) -> None:
+    def end(self, tag: str) -> None:
         if tag in _HIDDEN_TAGS:
             self.hidden = max(0, self.hidden - 1)
         elif tag == "blockquote":
@@ -514,17 +543,18 @@ class _HtmlText(HTMLParser):
             self.newline()
             self.pre = max(0, self.pre - (tag == "pre"))
 
-    def handle_data(self, data: str) -> None:
-        if self.hidden:
+    def data(self, raw: str) -> None:
+        if self.hidden or not raw:
             return
-        if self.pre:
-            first, *rest = data.split("\n")
-            self.add(first)
-            for line in rest:
-                self.newline(force=True)
-                self.add(line)
-        else:
-            self.add(re.sub(r"\s+", " ", data.replace("\xa0", " ")))
+        text = html.unescape(raw).replace("\xa0", " ")
+        if not self.pre:
+            self.add(re.sub(r"\s+", " ", text))
+            return
+        first, *rest = text.replace("\r\n", "\n").split("\n")
+        self.add(first)
+        for line in rest:
+            self.newline(force=True)
+            self.add(line)
 
     def add(self, text: str) -> None:
         if not self.current:
@@ -536,35 +566,25 @@ class _HtmlText(HTMLParser):
         if line or force:
             self.lines.append((self.depth if line else self.quote, line))
         self.current = []
-        self.depth = self.quote
 
     def text(self) -> str:
         self.newline()
-        return "\n".join(("> " * d + s).rstrip() for d, s in self.lines)
-
-
-def html_to_text(markup: str) -> str:
-    """Plain text of an HTML body (see _HtmlText); a regular expression strip if that fails."""
-    try:
-        parser = _HtmlText()
-        parser.feed(markup)
-        parser.close()
-        text = parser.text()
-    except Exception:
-        text = re.sub(r"(?i)<\s*(br|/p|/div|/tr|/li)\b[^>]*>", "\n", markup)
-        text = html.unescape(re.sub(r"<[^>]*>", "", text))
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
+        return "\n".join(("> " * depth + line).rstrip() for depth, line in self.lines)
 
 
 # -- the new part of a reply ------------------------------------------------------------------
 
 _QUOTED = re.compile(r"^[ \t]*>")
-_ATTRIBUTION = re.compile(
-    r"^(?:(?:on|am|le|il|el|op)\s.*\b(?:wrote|schrieb|a\s+écrit|ha\s+scritto|escribió|schreef)"
-    r"|(?:dne|v|\d).*\bje\b.*\b(?:napisal(?:\(a\)|a|/-?a)?|napisao|zapisal(?:\(a\)|a)?))"
+_ATTRIBUTION_EN = re.compile(  # and the neighbours': "On <date> <name> wrote:"
+    r"^(?:on|am|le|il|el|op)\s.*\b(?:wrote|schrieb|a\s+écrit|ha\s+scritto|escribió|schreef)"
     r"\s*:\s*$",
     re.IGNORECASE,
 )
+_ATTRIBUTION_SL_START = re.compile(r"^(?:dne|v)\b|^\d", re.IGNORECASE)  # Dne <date> je <name>
+_ATTRIBUTION_SL_END = re.compile(
+    r"\b(?:napisal(?:\(a\)|a|/-?a)?|napisao|zapisal(?:\(a\)|a)?)\s*:\s*$", re.IGNORECASE
+)
+_JE = re.compile(r"\bje\b", re.IGNORECASE)
 _ORIGINAL_MESSAGE = re.compile(
     r"^\s*-{2,}\s*(?:original message|izvirno sporočilo|izvorno sporočilo|prvotno sporočilo"
     r"|ursprüngliche nachricht|message d'origine|messaggio originale)\s*-{2,}\s*$",
@@ -636,9 +656,21 @@ def _attribution_span(lines: list[str], i: int) -> int:
         candidate = " ".join(parts)
         if len(candidate) > 400:
             break
-        if _ATTRIBUTION.match(candidate) and any(c.isdigit() for c in candidate):
+        if _is_attribution(candidate):
             return len(parts)
     return 0
+
+
+def _is_attribution(line: str) -> bool:
+    """An attribution line, "On … wrote:" or "Dne … je … napisal(a):", with a digit (of the
+    date) in it, so that a resident's "On Monday my neighbour wrote:" is not taken for one.
+    Separate expressions keep the matching linear."""
+    if not line.endswith(":") or not any(c.isdigit() for c in line):
+        return False
+    if _ATTRIBUTION_EN.match(line):
+        return True
+    end = _ATTRIBUTION_SL_END.search(line)
+    return bool(end and _ATTRIBUTION_SL_START.match(line) and _JE.search(line, 0, end.start()))
 
 
 def _followed_by_quote(lines: list[str], i: int) -> bool:

@@ -243,10 +243,14 @@ def _bounce(rt: runtime.Runtime, session: Session, mail: InboundEmail) -> str:
     delivery = session.get(Delivery, bounce.delivery_id) if bounce.delivery_id else None
     if delivery is None:
         return "bounce for no known delivery"
+    if bounce.action == "delivered":  # a success report (DSN NOTIFY=SUCCESS)
+        if delivery.status == DeliveryStatus.SENT:
+            delivery.status = DeliveryStatus.DELIVERED
+        return f"delivery {delivery.id} delivered"
     error = f"bounced {bounce.status}: {bounce.diagnostic or bounce.action}"[:1000]
     if not bounce.permanent:
         delivery.error = error
-        return f"delivery {delivery.id} delayed"
+        return f"delivery {delivery.id} {bounce.action}"
     if delivery.status not in (DeliveryStatus.SENT, DeliveryStatus.DELIVERED):
         return f"delivery {delivery.id} already {delivery.status}"
     delivery.status, delivery.error = DeliveryStatus.GONE, error
