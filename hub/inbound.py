@@ -15,10 +15,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from channels.mailparse import InboundEmail, delivery_id_from_message_id, parse_inbound
-from hub import conversations, outbound, queues, runtime
+from hub import conversations, live, outbound, queues, runtime
 from hub.clock import utcnow
 from hub.contacts import InvalidAddress, normalise_email
-from hub.models import ContactPoint, Delivery, DeliveryStatus, InboundEvent
+from hub.models import ContactPoint, Delivery, DeliveryStatus, InboundEvent, Message
 from hub.status import address_is_dead
 from hub.tokens import read_token
 
@@ -71,6 +71,11 @@ def process_event(event_id: int) -> str:
             return "already processed"
         result, to_send = HANDLERS[event.channel](rt, session, event)
         event.processed_at, event.outcome = utcnow(), result[:300]
+        conversation_id = session.scalar(
+            select(Message.conversation_id).where(Message.inbound_event_id == event_id)
+        )
+    if conversation_id is not None:
+        live.publish(rt, "message", conversation_id)
     for message_id in to_send:
         outbound.enqueue(rt, message_id)
     return result

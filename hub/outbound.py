@@ -17,7 +17,7 @@ from channels import base as outcome
 from channels.email import OutgoingEmail
 from channels.sms import OutgoingSms
 from channels.telegram import OutgoingTelegram
-from hub import queues, runtime
+from hub import live, queues, runtime
 from hub.adapters import (
     mail_domain,
     sms_sender,
@@ -68,19 +68,20 @@ def send_message(message_id: int) -> str:
         outgoing = _outgoing(rt, message, conversation)
         channel = message.channel
     result = run_in_loop(_send(rt, channel, outgoing))
+    job = get_current_job()
+    again = result.status == outcome.RETRY and job is not None and bool(job.retries_left)
     with rt.session() as session:
         message = session.get(Message, message_id)
         if result.status == outcome.SENT:
             message.status, message.provider_id = "sent", result.provider_id
             message.sent_at, message.error = utcnow(), None
-            return "sent"
-        message.error = result.error
-        job = get_current_job()
-        again = result.status == outcome.RETRY and job is not None and job.retries_left
-        message.status = "retry" if again else "failed"
+        else:
+            message.status, message.error = ("retry" if again else "failed"), result.error
+        status, conversation_id = message.status, message.conversation_id
+    live.publish(rt, "status", conversation_id, message_id=message_id, status=status)
     if again:
         raise TryAgain(result.error or "transient failure")
-    return message.status
+    return status
 
 
 def _refusal(session, message: Message) -> str | None:

@@ -49,6 +49,7 @@ EARLY_RETRIES_S = (1, 3, 10, 30)
 class StatusResult:
     changed: bool
     known: bool  # False: no delivery has this provider id (yet)
+    conversation_id: int | None = None  # the SMS was an answer in this conversation
 
 
 def apply_twilio_status(
@@ -87,8 +88,10 @@ def _apply_to_answer(session: Session, sid: str, new_status: str, error: str | N
         .where(Message.provider_id == sid, Message.channel == "sms", Message.status == "sent")
         .values(status=new_status, error=error)
     ).rowcount
-    known = changed or session.scalar(select(Message.id).where(Message.provider_id == sid))
-    return StatusResult(changed=bool(changed), known=bool(known))
+    conversation_id = session.scalar(
+        select(Message.conversation_id).where(Message.provider_id == sid)
+    )
+    return StatusResult(bool(changed), conversation_id is not None, conversation_id)
 
 
 def _find(session: Session, sid: str) -> Delivery | None:

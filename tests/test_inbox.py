@@ -373,3 +373,31 @@ def test_a_message_whose_job_redis_lost_still_reaches_the_inbox(seeded, standin,
     work(rt)
     with rt.session() as session:
         assert session.get(Message, answer_id).status == "sent"
+
+
+def test_open_inbox_pages_hear_of_new_messages(seeded, standin, client, app):
+    import re
+
+    from hub.staff import create_staff_user
+
+    rt = seeded
+    app.config["HUB_EVENTS_STREAM_S"] = 5
+    assert client.get("/inbox/events").status_code == 302  # to the sign-in page
+    with rt.session() as session:
+        create_staff_user(session, email="agent@kranj.si", role="agent", password="x" * 12)
+    login = client.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', login.text).group(1)
+    client.post(
+        "/login", data={"email": "agent@kranj.si", "password": "x" * 12, "csrf_token": token}
+    )
+    response = client.get("/inbox/events", buffered=False)
+    assert response.mimetype == "text/event-stream"
+    events = (chunk.decode() for chunk in response.response)
+    assert next(events).startswith("retry:")  # listening now
+    _resident(rt, sms=PHONE)
+    _sms_webhook(client, rt, "Halo?")
+    work(rt)
+    event = next(events)
+    assert event.startswith("event: message\n")
+    assert f'"conversation_id": {_conversation_id(rt)}' in event
+    response.close()

@@ -82,9 +82,9 @@ def current_staff() -> StaffUser | None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from hub.web import auth, public_pages, sandbox, staff, webhooks
+    from hub.web import auth, inbox, public_pages, sandbox, staff, webhooks
 
-    for module in (auth, public_pages, sandbox, staff, webhooks):
+    for module in (auth, inbox, public_pages, sandbox, staff, webhooks):
         app.register_blueprint(module.bp)
     app.view_functions["static"] = public(app.view_functions["static"])
     app.before_request(_authorise)

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, abort, current_app, request
 from twilio.request_validator import RequestValidator
 
-from hub import csrf, inbound, providers, status
+from hub import csrf, inbound, live, providers, status
 from hub.web import public
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
@@ -46,6 +46,8 @@ def twilio_status():
         )
     if not result.known:
         status.schedule_retry(rt, sid, state, error_code, 0)
+    if result.changed and result.conversation_id is not None:
+        live.publish(rt, "status", result.conversation_id, status=state)
     return "", 204
 
 
