@@ -10,16 +10,18 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from flask_babel import gettext as _
-from sqlalchemy import and_, delete, exists, or_, select, update
+from sqlalchemy import and_, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from hub.clock import utcnow
 from hub.conversations import ConversationError
 from hub.models import (
     CONVERSATION_PRIORITIES,
+    Area,
     Broadcast,
     BroadcastContent,
     CannedResponse,
+    ContactPoint,
     Conversation,
     ConversationLabel,
     ConversationStatus,
@@ -291,3 +293,61 @@ def _notice_title(session: Session, broadcast_id: int | None, locale: str) -> st
         ).all()
     )
     return titles.get(locale) or next(iter(titles.values()), "")
+
+
+# -- unknown senders ---------------------------------------------------------------------------
+
+
+def link_to_resident(session: Session, conversation_id: int, resident_id: int) -> None:
+    """An unknown sender is a known resident: the address becomes theirs (verified: they
+    wrote from it) and the conversation theirs."""
+    conversation = _get(session, conversation_id)
+    if session.get(Resident, resident_id) is None:
+        raise ConversationError(_("no resident %(id)d", id=resident_id))
+    owner = session.scalar(
+        select(ContactPoint).where(
+            ContactPoint.channel == conversation.channel,
+            ContactPoint.address == conversation.address,
+        )
+    )
+    if owner is not None and owner.resident_id != resident_id:
+        raise ConversationError(_("this address belongs to another resident"))
+    if owner is None:
+        rank = session.scalar(
+            select(func.coalesce(func.max(ContactPoint.rank), 0)).where(
+                ContactPoint.resident_id == resident_id
+            )
+        )
+        session.add(
+            ContactPoint(
+                resident_id=resident_id,
+                channel=conversation.channel,
+                address=conversation.address,
+                rank=rank + 1,
+                verified=True,
+            )
+        )
+    conversation.resident_id = resident_id
+    session.flush()
+
+
+def create_resident_from(
+    session: Session, conversation_id: int, name: str, locale: str, area_slug: str | None
+) -> int:
+    """A new resident from an unknown sender's conversation (no topics yet: they choose
+    them in the portal); returns the resident's id."""
+    conversation = _get(session, conversation_id)
+    if conversation.resident_id is not None:
+        raise ConversationError(_("the conversation already has a resident"))
+    if not name.strip():
+        raise ConversationError(_("a resident needs a name"))
+    area_id = None
+    if area_slug:
+        area_id = session.scalar(select(Area.id).where(Area.slug == area_slug))
+        if area_id is None:
+            raise ConversationError(_("unknown area %(area)s", area=area_slug))
+    resident = Resident(name=name.strip()[:200], locale=locale, area_id=area_id)
+    session.add(resident)
+    session.flush()
+    link_to_resident(session, conversation_id, resident.id)
+    return resident.id

@@ -180,3 +180,31 @@ def test_priority_and_assignment_refuse_nonsense(seeded):
     with rt.session() as session:
         assert session.get(conversations.Conversation, conversation_id).priority == "urgent"
         assert session.scalar(select(Message.body)) == "Halo"
+
+
+def test_an_unknown_sender_is_linked_or_made_a_resident(seeded):
+    from hub.models import ContactPoint, Conversation
+
+    rt = seeded
+    [known] = _residents(rt, 1)
+    with rt.session() as session:
+        first = conversations.receive(session, "sms", "+38641000001", "Halo", default_locale="sl")
+        second = conversations.receive(session, "sms", "+38641000002", "Živjo", default_locale="sl")
+    with rt.session() as session:
+        inbox.link_to_resident(session, first.conversation_id, known)
+        new_id = inbox.create_resident_from(
+            session, second.conversation_id, "Jana Kos", "en", "planina"
+        )
+        with pytest.raises(conversations.ConversationError):
+            inbox.create_resident_from(session, second.conversation_id, "Again", "sl", None)
+        with pytest.raises(conversations.ConversationError):
+            inbox.link_to_resident(session, second.conversation_id, known)  # Jana's number now
+    with rt.session() as session:
+        owners = dict(session.execute(select(ContactPoint.address, ContactPoint.resident_id)).all())
+        assert owners["+38641000001"] == known and owners["+38641000002"] == new_id
+        assert session.get(Conversation, first.conversation_id).resident_id == known
+    # the linked resident's own number now threads into that conversation too
+    assert _write(rt, 0, "Še jaz", 0) == first.conversation_id
+    with rt.session() as session:
+        again = conversations.receive(session, "sms", "+38641000002", "Hvala", default_locale="sl")
+    assert again.conversation_id == second.conversation_id
