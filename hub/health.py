@@ -1,10 +1,16 @@
-"""GET /healthz: can the hub reach its database and Redis, and how deep are the queues."""
+"""GET /healthz: can the hub reach its database and Redis, how deep are the queues, and when
+each provider webhook last received a request that passed its signature check (a webhook
+that is not registered, or a proxy that blocks it, shows as a time long ago, or none)."""
 
 from __future__ import annotations
 
+import contextlib
+
+import redis
 from sqlalchemy import text
 
 from hub import queues
+from hub.clock import utcnow
 from hub.runtime import Runtime
 
 
@@ -22,8 +28,24 @@ def check(rt: Runtime) -> tuple[bool, dict]:
         rt.redis.ping()
         report["redis"] = "ok"
         report["queues"] = queues.queue_depths(rt.redis)
+        report["webhooks_last_valid"] = webhooks_last_valid(rt)
     except Exception as exc:
         report["redis"] = f"error: {type(exc).__name__}"
         healthy = False
     report["status"] = "ok" if healthy else "fail"
     return healthy, report
+
+
+WEBHOOK_SEEN_KEY = "hub:webhook-seen"
+WEBHOOKS = ("twilio-sms", "twilio-status", "telegram")
+
+
+def webhook_seen(rt: Runtime, name: str) -> None:
+    """A webhook request passed its signature check now (kept in Redis: a hint, not data)."""
+    with contextlib.suppress(redis.RedisError):
+        rt.redis.hset(WEBHOOK_SEEN_KEY, name, utcnow().isoformat(timespec="seconds") + "Z")
+
+
+def webhooks_last_valid(rt: Runtime) -> dict[str, str | None]:
+    seen = rt.redis.hgetall(WEBHOOK_SEEN_KEY)
+    return {name: (seen.get(name.encode()) or b"").decode() or None for name in WEBHOOKS}

@@ -401,3 +401,15 @@ def test_open_inbox_pages_hear_of_new_messages(seeded, standin, client, app):
     assert event.startswith("event: message\n")
     assert f'"conversation_id": {_conversation_id(rt)}' in event
     response.close()
+
+
+def test_healthz_says_when_each_webhook_last_passed_its_check(seeded, standin, client):
+    rt = seeded
+    before = client.get("/healthz").get_json()["webhooks_last_valid"]
+    assert before == {"twilio-sms": None, "twilio-status": None, "telegram": None}
+    _sms_webhook(client, rt, "Halo", signature="forged")
+    assert client.get("/healthz").get_json()["webhooks_last_valid"]["twilio-sms"] is None
+    _sms_webhook(client, rt, "Halo")
+    _telegram_webhook(client, rt, standin.telegram.message_update("Živjo", 4242))
+    after = client.get("/healthz").get_json()["webhooks_last_valid"]
+    assert after["twilio-sms"] and after["telegram"] and after["twilio-status"] is None

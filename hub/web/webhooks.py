@@ -11,13 +11,13 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, abort, current_app, request
 from twilio.request_validator import RequestValidator
 
-from hub import csrf, inbound, live, providers, status
+from hub import csrf, health, inbound, live, providers, status
 from hub.web import public
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
 
-def _verify_twilio() -> None:
+def _verify_twilio(name: str) -> None:
     """X-Twilio-Signature over the public URL Twilio called (HUB_BASE_URL, so the check holds
     behind a proxy that rewrites host or scheme) and the form parameters."""
     rt = current_app.extensions["hub"]
@@ -26,13 +26,14 @@ def _verify_twilio() -> None:
     validator = RequestValidator(providers.twilio_account(rt).auth_token)
     if not signature or not validator.validate(url, request.form, signature):
         abort(403)
+    health.webhook_seen(rt, name)
 
 
 @bp.route("/twilio/status", methods=["POST"])
 @public
 @csrf.exempt  # signed by Twilio instead
 def twilio_status():
-    _verify_twilio()
+    _verify_twilio("twilio-status")
     rt = current_app.extensions["hub"]
     sid = request.form.get("MessageSid") or request.form.get("SmsSid") or ""
     state = request.form.get("MessageStatus") or request.form.get("SmsStatus") or ""
@@ -60,7 +61,7 @@ EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 def twilio_sms():
     """An SMS from a resident: stored, queued, answered with empty TwiML at once (the hub's
     answers, if any, go out through the API like any message)."""
-    _verify_twilio()
+    _verify_twilio("twilio-sms")
     sid = request.form.get("MessageSid") or request.form.get("SmsSid") or ""
     if not sid or not request.form.get("From"):
         abort(400, "MessageSid and From are required")
@@ -79,6 +80,7 @@ def telegram():
     given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "").encode()
     if not hmac.compare_digest(given, expected):
         abort(403)
+    health.webhook_seen(rt, "telegram")
     try:
         update = json.loads(request.get_data())
     except ValueError:
