@@ -63,6 +63,22 @@ def announce_emergency(rt: runtime.Runtime) -> None:
     rt.redis.set(EMERGENCY_KEY, 1, ex=max(5, rt.settings.claim_ttl_s))
 
 
+def end_emergency_if_none_left(rt: runtime.Runtime) -> None:
+    """The last emergency is done: bulk jobs need not wait for the signal to expire (until
+    then each would claim its rows and give them straight back, for up to HUB_CLAIM_TTL)."""
+    with rt.session() as session:
+        still = session.scalar(
+            select(Broadcast.id)
+            .where(
+                Broadcast.priority == Priority.EMERGENCY,
+                Broadcast.status.in_((BroadcastStatus.PLANNING, BroadcastStatus.SENDING)),
+            )
+            .limit(1)
+        )
+    if still is None:
+        rt.redis.delete(EMERGENCY_KEY)
+
+
 class ChunkJob:
     def __init__(self, rt: runtime.Runtime, broadcast_id: int, bucket: int):
         self.rt = rt
@@ -101,7 +117,8 @@ class ChunkJob:
             self.rt.redis.delete(CLAIM_KEY.format(self.claim_id))
         self.enqueue_follow_ups()
         queues.clear_running(self.rt.redis, self.job_id)
-        finish_if_done(self.rt, self.broadcast_id)
+        if finish_if_done(self.rt, self.broadcast_id) and self.priority == Priority.EMERGENCY:
+            end_emergency_if_none_left(self.rt)
         return {"claimed": len(rows), **self.counts}
 
     # -- claiming --------------------------------------------------------------------------

@@ -200,3 +200,14 @@ def test_cancel_stops_what_has_not_gone(seeded, smtp):
         assert final.status == "cancelled" and final.by_status["cancelled"] == 20
         with pytest.raises(BroadcastError):
             cancel_broadcast(session, broadcast_id)
+
+
+def test_bulk_jobs_stop_yielding_as_soon_as_the_last_emergency_is_done(seeded, smtp):
+    from hub.delivery import EMERGENCY_KEY
+
+    rt = seeded
+    _residents(rt, ["ana@example.org"])
+    _send(rt, priority="emergency", title="Poplava")
+    work(rt)
+    assert smtp.count() == 1
+    assert not rt.redis.exists(EMERGENCY_KEY), "bulk jobs would keep giving their rows back"

@@ -241,10 +241,13 @@ def test_the_standin_posts_signed_callbacks_the_hub_accepts(
 ):
     rt = seeded
     standin.twilio.control_reverse_callbacks(on=True)  # "delivered" first, then a late "sent"
-    row = _sent_sms(rt, standin)
+    _resident(rt, "+38640111222")
+    broadcast_id = _send(rt)
+    work(rt)
     wait_until(lambda: standin.twilio.stats["callback_204"] == 2, 10, "two status callbacks")
     assert standin.twilio.stats["callback_403"] == 0
-    assert _status_of(rt, row.id) == ("delivered", None)
+    [row] = _deliveries(rt, broadcast_id)
+    assert (row.status, row.error) == ("delivered", None)
 
 
 def test_an_early_callback_is_applied_once_the_delivery_is_known(seeded, standin, client):
