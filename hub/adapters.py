@@ -105,6 +105,9 @@ class Adapter:
     concurrency: int
     rate_per_s: float
     burst: float = 0  # token bucket size; 0: one second's worth
+    # The channel acts on which rows the commit found still its own (e-mail: writes the
+    # final dot only for those); others just record what the provider accepted.
+    commit_tells_ownership = False
 
     def __init__(self, context: SendContext):
         self.context = context
@@ -123,6 +126,7 @@ class Adapter:
 
 class EmailAdapter(Adapter):
     channel = "email"
+    commit_tells_ownership = True
 
     def __init__(self, context: SendContext):
         super().__init__(context)

@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime, timedelta
 from itertools import groupby
 
-from sqlalchemy import and_, case, exists, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from channels import base as outcome
@@ -226,7 +226,8 @@ class ChunkJob:
                 position += 1
                 yield rows[position - 1]
 
-        await adapter.send(paced(), self.commit_sent, self.report)
+        commit = self.commit_sent if adapter.commit_tells_ownership else self.commit_accepted
+        await adapter.send(paced(), commit, self.report)
 
     def report(self, result: outcome.Outcome) -> None:
         """An outcome to write with the next commit (or when the job ends)."""
@@ -274,6 +275,38 @@ class ChunkJob:
             )
         self._count(DeliveryStatus.SENT, len(owned))
         return owned
+
+    def commit_accepted(self, provider_ids: dict[int, str]) -> set[int]:
+        """Record messages a provider has already accepted (an HTTP channel) as sent. Unlike
+        commit_sent nothing waits on which rows are still ours, so this is one prepared
+        statement run for each row (executemany): no per-group SQL to build and compile."""
+        if time.monotonic() - self.last_beat > 1.0:
+            self.heartbeat()
+        if self.outcomes:
+            self.flush_outcomes()
+        now = utcnow()
+        statement = (
+            update(Delivery.__table__)
+            .where(
+                Delivery.__table__.c.id == bindparam("delivery_id"),
+                Delivery.__table__.c.claim_id == self.claim_id,
+                Delivery.__table__.c.status == DeliveryStatus.SENDING,
+            )
+            .values(
+                status=DeliveryStatus.SENT,
+                sent_at=now,
+                attempts=Delivery.__table__.c.attempts + 1,
+                error=None,
+                provider_id=bindparam("provider_id"),
+            )
+        )
+        with self.rt.engine.begin() as connection:
+            connection.execute(
+                statement,
+                [{"delivery_id": k, "provider_id": v} for k, v in provider_ids.items()],
+            )
+        self._count(DeliveryStatus.SENT, len(provider_ids))
+        return set(provider_ids)
 
     def _count(self, status: str, n: int = 1) -> None:
         self.counts[status] = self.counts.get(status, 0) + n
