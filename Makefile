@@ -30,6 +30,7 @@ test: translations lint
 
 bench: translations
 	$(BIN)/python -m bench.fanout
+	$(BIN)/python -m bench.channels
 
 # After changing user-facing strings: refresh the template and both catalogues.
 extract-messages: $(STAMP)
