@@ -178,7 +178,8 @@ def run(args: argparse.Namespace) -> dict:
     result["redis"] = "external" if args.redis_url else "embedded"
     result["targets"] = {
         "inbound": f"0 lost, 0 non-2xx, p99 request->visible < {LATENCY_TARGET_MS:g} ms",
-        "inbox_lists": f"p95 < {LIST_TARGET_MS:g} ms on PostgreSQL (text search reported apart)",
+        "inbox_lists": f"p95 < {LIST_TARGET_MS:g} ms on PostgreSQL for "
+        f"{', '.join(REQUIRED_LISTS)} (other lists and the text search reported apart)",
     }
     result["meets_targets"] = meets
     result["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -707,6 +708,7 @@ AGENT_TEXTS = (
     "Thank you, the road is expected to open on Monday.",
 )
 AGENT_NOTES = ("Opomba: preveriti pri Komunali, ali je okvara že prijavljena.",)
+REQUIRED_LISTS = ("default", "default_page_20", "assignee", "label", "channel_unread")
 FREQUENT_WORD = "kanalizacij"  # in one resident text in twelve
 ABSENT_WORD = "trampolin"  # in none: the search reads everything
 # Multipliers of the seeding's pseudo-random columns (n * M mod P): one per column, so the
@@ -738,6 +740,12 @@ EXPERIMENTS: dict[str, dict[str, list[str]]] = {
             "(waiting_since IS NULL, waiting_since, id)",
         ],
     },
+    # psycopg prepares a statement it has run five times; PostgreSQL then plans it once for
+    # every parameter (a generic plan) when that looks no dearer than the plans so far. For a
+    # search word that matches nothing the generic plan walks every open conversation.
+    # force_custom_plan plans each execution for its own word (settable per connection, e.g.
+    # in the URL's options, or prepare_threshold=None in psycopg's connect_args).
+    "custom_plans": {"postgresql_connect": ["SET plan_cache_mode = force_custom_plan"]},
     # The same with the assignee first, for "my conversations".
     "assignee_index": {
         "postgresql": [
@@ -755,7 +763,6 @@ EXPERIMENTS: dict[str, dict[str, list[str]]] = {
             "CREATE EXTENSION IF NOT EXISTS pg_trgm",
             "CREATE INDEX ix_exp_messages_body_trgm ON messages USING gin (body gin_trgm_ops)",
         ],
-        "sqlite": [],
     },
 }
 
@@ -787,18 +794,28 @@ class InboxBench:
             "queries": baseline,
         }
         lists = {k: v for k, v in baseline.items() if not k.startswith("text")}
-        result["pass"] = all(q["p95_ms"] < LIST_TARGET_MS for q in lists.values())
         result["missed"] = sorted(k for k, q in lists.items() if q["p95_ms"] >= LIST_TARGET_MS)
+        # The default list and the filtered ones the issue names; the other lists (no status
+        # filter, unassigned, by notice topic) are reported against the same target apart.
+        result["pass"] = not set(result["missed"]) & set(REQUIRED_LISTS)
+        result["pass_including_other_lists"] = not result["missed"]
         experiments = {}
         for name in self.args.experiment:
-            statements = EXPERIMENTS[name][self.hub.dialect]
-            say(f"inbox: experiment {name}: {'; '.join(statements) or 'nothing for this database'}")
+            statements = EXPERIMENTS[name].get(self.hub.dialect, [])
+            settings = EXPERIMENTS[name].get(f"{self.hub.dialect}_connect", [])
+            say(
+                f"inbox: experiment {name}: "
+                f"{'; '.join(statements + settings) or 'nothing for this database'}"
+            )
             started = time.perf_counter()
             self.ddl(statements)
             ddl_s = time.perf_counter() - started
+            if settings:
+                self.on_connect(settings)
             timed = self.time_all(queries)
             experiments[name] = {
                 "ddl": statements,
+                "on_every_connection": settings,
                 "ddl_seconds": round(ddl_s, 1),
                 "queries": timed,
             }
@@ -1015,6 +1032,18 @@ class InboxBench:
         with self.rt.engine.connect() as connection:
             return connection.exec_driver_sql(sql).scalar()
 
+    def on_connect(self, settings: list[str]) -> None:
+        """Run `settings` on every new connection of the bench's engine from now on."""
+
+        def apply(dbapi_connection, _record) -> None:
+            with dbapi_connection.cursor() as cursor:
+                for statement in settings:
+                    cursor.execute(statement)
+            dbapi_connection.commit()
+
+        event.listen(self.rt.engine, "connect", apply)
+        self.rt.engine.dispose()
+
     def ddl(self, statements: list[str]) -> None:
         with self.rt.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             for statement in statements:
@@ -1139,8 +1168,10 @@ def summary(r: dict) -> str:
                     f"  with {name}: {query:<27} p50 {q['p50_ms']:8.1f} ms  "
                     f"p95 {q['p95_ms']:8.1f} ms"
                 )
+        verdict = "met" if x["pass"] else "MISSED"
         lines.append(
-            f"inbox lists {'met' if x['pass'] else 'MISSED: ' + ', '.join(x['missed'])}"
+            f"inbox lists ({', '.join(REQUIRED_LISTS)}): {verdict}"
+            + (f"; over {LIST_TARGET_MS:g} ms: {', '.join(x['missed'])}" if x["missed"] else "")
             + ("" if x["database"] == "postgresql" else " (the target is for PostgreSQL)")
         )
     return "\n".join(lines)
