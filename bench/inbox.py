@@ -281,11 +281,15 @@ class InboundBench:
         sending_s = time.monotonic() - window_start
         sent = pending.get()
         end = max((row[1] for row in sent["measured"]), default=time.time())
-        answered_ok = [i for i, row in enumerate(sent["measured"]) if 200 <= row[3] < 300]
+        tag = inbox_load.MEASURED_TAG
+        missing = {
+            (tag, i)
+            for i, row in enumerate(sent["measured"])
+            if 200 <= row[3] < 300 and (tag, i) not in poller.visible
+        }
         say(f"inbound: all sent; waiting up to {DRAIN_S:g} s for the rest to become visible")
         while time.time() < end + DRAIN_S:
-            poller.poll()
-            missing = [i for i in answered_ok if (inbox_load.MEASURED_TAG, i) not in poller.visible]
+            missing.difference_update(poller.poll())
             if not missing:
                 break
             self.check_alive()
@@ -627,7 +631,8 @@ class Poller:
         self.query_s: list[float] = []
         self.next_at = time.monotonic()
 
-    def poll(self) -> None:
+    def poll(self) -> list[tuple[str, int]]:
+        """One poll; returns the markers that became visible in it."""
         started = time.perf_counter()
         rows = self.connection.execute(
             select(Message.id, Message.direction, Message.body, Conversation.status)
@@ -639,6 +644,7 @@ class Poller:
         self.connection.rollback()  # end the read transaction: the next poll sees new commits
         self.query_s.append(time.perf_counter() - started)
         self.polls += 1
+        new = []
         for message_id, direction, body, status in rows:
             if message_id in self.seen:
                 continue
@@ -652,7 +658,9 @@ class Poller:
             if mark is not None and mark not in self.visible:
                 self.visible[mark] = now
                 self.statuses[status] += 1
+                new.append(mark)
         self.advance_floor()
+        return new
 
     def advance_floor(self) -> None:
         while True:
