@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import multiprocessing
 import os
@@ -53,8 +52,8 @@ from sqlalchemy import event, func, select
 
 from bench import inbox_load
 from bench.environment import BenchHub, build_hub
-from bench.fanout import say
 from bench.processes import ROOT, ChildFailed, python_module, running, tail
+from bench.runner import BenchFailed, positive, run_bench, say
 from channels.sandbox.smtp import free_port
 from hub import providers, queues
 from hub.clock import utcnow
@@ -85,10 +84,6 @@ SEED_BATCH = 5000
 ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Timeout)\b.*:")
 
 
-class BenchFailed(RuntimeError):
-    """The run could not measure what it set out to."""
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.inbox", description=__doc__.split("\n\n")[0]
@@ -96,19 +91,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--phase", choices=(*PHASES, "all"), default="all")
     parser.add_argument("--rate", type=float, default=200.0, help="webhooks a second (200)")
     parser.add_argument("--seconds", type=float, default=60.0, help="of load (60)")
-    parser.add_argument("--residents", type=_positive, default=5000, help="SMS senders (5000)")
-    parser.add_argument("--workers", type=_positive, default=2, help="hub workers (2)")
-    parser.add_argument("--connections", type=_positive, default=32, help="HTTP, at most (32)")
+    parser.add_argument("--residents", type=positive, default=5000, help="SMS senders (5000)")
+    parser.add_argument("--workers", type=positive, default=2, help="hub workers (2)")
+    parser.add_argument("--connections", type=positive, default=32, help="HTTP, at most (32)")
     parser.add_argument("--warmup", type=int, default=100, help="requests before measuring")
     parser.add_argument(
         "--inbound-history",
         action="store_true",
         help="inbound phase: seed the inbox phase's conversations and messages first",
     )
-    parser.add_argument("--messages", type=_positive, default=1_000_000, help="(1000000)")
-    parser.add_argument("--conversations", type=_positive, default=100_000, help="(100000)")
-    parser.add_argument("--repeat", type=_positive, default=200, help="timings per list (200)")
-    parser.add_argument("--text-repeat", type=_positive, default=20, help="per text search")
+    parser.add_argument("--messages", type=positive, default=1_000_000, help="(1000000)")
+    parser.add_argument("--conversations", type=positive, default=100_000, help="(100000)")
+    parser.add_argument("--repeat", type=positive, default=200, help="timings per list (200)")
+    parser.add_argument("--text-repeat", type=positive, default=20, help="per text search")
     parser.add_argument(
         "--experiment",
         action="append",
@@ -124,33 +119,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _positive(raw: str) -> int:
-    value = int(raw)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)  # unwind (and clean up) as on Ctrl-C
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
-    try:
-        result = run(args)
-    except KeyboardInterrupt:
-        say("interrupted; everything the bench started is stopped and removed")
-        return 130
-    except (BenchFailed, ChildFailed) as exc:
-        say(f"benchmark failed: {exc}")
-        return 1
-    print(json.dumps(result, indent=None if args.json else 2))
-    if not args.json:
-        say(summary(result))
-    return 0
-
-
-def _interrupt(*_) -> None:
-    raise KeyboardInterrupt
+    return run_bench(run, parse_args(argv), summary)
 
 
 def run(args: argparse.Namespace) -> dict:
