@@ -22,6 +22,7 @@ from hub.models import (
     Delivery,
     DeliveryStatus,
     Priority,
+    Role,
     Topic,
 )
 from hub.runtime import Runtime
@@ -249,8 +250,79 @@ def recent_broadcasts(session: Session, limit: int = 50) -> list[tuple[Broadcast
     return [(b, counts[b.id]) for b in broadcasts]
 
 
+@dataclass(frozen=True)
+class Actor:
+    """Who acts on a notice: a staff member's e-mail (or an API key's name) and their role."""
+
+    name: str
+    role: str
+
+
+# Who may write and start notices at all; starting an emergency also needs APPROVERS.
+WRITERS = (Role.ADMIN, Role.BROADCASTER, Role.APPROVER)
+APPROVERS = (Role.ADMIN, Role.APPROVER)
+
+
+def save_draft(rt: Runtime, draft: NoticeDraft, *, actor: Actor) -> int:
+    """Store a notice as a draft for someone to start (an emergency: a second person)."""
+    if actor.role not in WRITERS:
+        raise BroadcastError(_("your role cannot write notices"))
+    with rt.session() as session:
+        broadcast = create_broadcast(
+            session, draft, created_by=actor.name, default_locale=rt.settings.default_locale
+        )
+        audit(
+            session,
+            actor.name,
+            "broadcast.draft",
+            f"broadcast:{broadcast.id}",
+            priority=broadcast.priority,
+            topic=draft.topic,
+        )
+        return broadcast.id
+
+
+def approval_refusal(broadcast: Broadcast, actor: Actor, *, four_eyes: bool) -> str | None:
+    """Why `actor` may not start this draft, or None when they may."""
+    if broadcast.status != BroadcastStatus.DRAFT:
+        return _("only a draft can be sent")
+    if actor.role not in WRITERS:
+        return _("your role cannot start notices")
+    if broadcast.priority == Priority.EMERGENCY and four_eyes:
+        if actor.role not in APPROVERS:
+            return _("an emergency must be approved by someone with the approver role")
+        if actor.name == broadcast.created_by:
+            return _("an emergency must be approved by a second person, not its author")
+    return None
+
+
+def start_draft(rt: Runtime, broadcast_id: int, *, actor: Actor) -> None:
+    """Approve a draft and start it (now, or at its time); raises BroadcastError, and
+    SavedNotQueued when the approval is stored but Redis could not take the planning job."""
+    with rt.session() as session:
+        broadcast = session.get(Broadcast, broadcast_id)
+        if broadcast is None:
+            raise BroadcastError(_("no notice %(id)d", id=broadcast_id))
+        refusal = approval_refusal(broadcast, actor, four_eyes=rt.settings.emergency_four_eyes)
+        if refusal:
+            raise BroadcastError(refusal)
+        # Conditional: of two people approving at once, one starts it and the other is told.
+        started = session.execute(
+            update(Broadcast)
+            .where(Broadcast.id == broadcast_id, Broadcast.status == BroadcastStatus.DRAFT)
+            .values(status=BroadcastStatus.SCHEDULED, approved_by=actor.name)
+        ).rowcount
+        if not started:
+            raise BroadcastError(_("only a draft can be sent"))
+        audit(session, actor.name, "broadcast.approve", f"broadcast:{broadcast_id}")
+        priority, at = broadcast.priority, broadcast.scheduled_at
+    _enqueue_planning(rt, broadcast_id, priority, at)
+
+
 def send_notice(rt: Runtime, draft: NoticeDraft, *, actor: str) -> int:
-    """Create a notice and start it (now, or at its time): the planning job does the rest."""
+    """Create a notice and start it (now, or at its time): the planning job does the rest.
+    For operators and tests (the CLI); staff and API clients go through save_draft and
+    start_draft, which apply the roles and the four-eyes rule."""
     with rt.session() as session:
         broadcast = create_broadcast(
             session, draft, created_by=actor, default_locale=rt.settings.default_locale
@@ -266,8 +338,12 @@ def send_notice(rt: Runtime, draft: NoticeDraft, *, actor: str) -> int:
             areas=list(draft.areas),
         )
         broadcast_id, priority, at = broadcast.id, broadcast.priority, broadcast.scheduled_at
+    _enqueue_planning(rt, broadcast_id, priority, at)
+    return broadcast_id
+
+
+def _enqueue_planning(rt: Runtime, broadcast_id: int, priority: str, at: datetime | None) -> None:
     try:
         queues.enqueue_plan(rt.redis, priority, broadcast_id, at)
     except redis.RedisError:
         raise SavedNotQueued(broadcast_id) from None
-    return broadcast_id

@@ -23,7 +23,7 @@ from sqlalchemy import select
 
 from hub.config import ConfigError
 from hub.i18n import BROADCAST_STATUS_LABELS, DELIVERY_STATUS_LABELS
-from hub.models import Area, ChannelPolicy, DeliveryStatus, Priority, Role, Topic
+from hub.models import ApiKeyType, Area, ChannelPolicy, DeliveryStatus, Priority, Role, Topic
 
 
 class BadInput(click.ClickException):
@@ -86,7 +86,7 @@ db_group = click.Group("db", help="Database schema.")
 
 
 @db_group.command("upgrade")
-@click.option("--revision", default="head", show_default=True)
+@click.option("--revision", default="heads", show_default=True)
 @localised(needs_schema=False)
 def db_upgrade(revision: str):
     """Create or migrate the database schema."""
@@ -180,6 +180,55 @@ def users_create(email: str, role: str):
             password=password,
         )
     )
+
+
+api_keys_group = click.Group("api-keys", help="Keys for other systems (REST API and Notify API).")
+
+
+@api_keys_group.command("create")
+@click.option("--name", required=True)
+@click.option("--role", required=True, type=click.Choice(Role.ALL))
+@click.option(
+    "--type",
+    "key_type",
+    default=ApiKeyType.NORMAL,
+    type=click.Choice(ApiKeyType.ALL),
+    show_default=True,
+)
+@localised
+def api_keys_create(name: str, role: str, key_type: str):
+    """Create a key; it is printed once and cannot be shown again."""
+    from hub.apikeys import ApiKeyError, create_api_key
+
+    with bad_input_from(ApiKeyError):
+        key = create_api_key(rt(), name=name, role=role, key_type=key_type, created_by="cli")
+    click.echo(_("API key (shown once, keep it secret):"), err=True)
+    click.echo(key)
+
+
+@api_keys_group.command("list")
+@localised
+def api_keys_list():
+    """One key a line: id, name, role, type, created, revoked."""
+    from hub.apikeys import list_api_keys
+
+    with rt().session() as session:
+        for key in list_api_keys(session):
+            revoked = key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "-"
+            created = key.created_at.isoformat(timespec="seconds")
+            click.echo(f"{key.id}\t{key.name}\t{key.role}\t{key.key_type}\t{created}\t{revoked}")
+
+
+@api_keys_group.command("revoke")
+@click.argument("key_id", type=int)
+@localised
+def api_keys_revoke(key_id: int):
+    """Revoke a key: requests with it are refused from now on."""
+    from hub.apikeys import ApiKeyError, revoke_api_key
+
+    with bad_input_from(ApiKeyError):
+        revoke_api_key(rt(), key_id, actor="cli")
+    click.echo(_("API key %(id)d revoked", id=key_id))
 
 
 residents_group = click.Group("residents", help="Residents.")
@@ -396,6 +445,23 @@ def broadcast_cancel(broadcast_id: int):
     )
 
 
+cap_group = click.Group("cap", help="OASIS CAP 1.2 alerts from other systems.")
+
+
+@cap_group.command("import")
+@click.argument("xml_file", type=click.File("rb"))
+@localised
+def cap_import(xml_file):
+    """Store a CAP 1.2 alert as an emergency draft for an approver to start."""
+    from hub.broadcasts import BroadcastError
+    from hub.cap import MAX_ALERT_BYTES, CapError, import_alert
+
+    data = xml_file.read(MAX_ALERT_BYTES + 1)
+    with bad_input_from(CapError, BroadcastError), rt().session() as session:
+        broadcast = import_alert(session, data, actor="cli", settings=rt().settings)
+    click.echo(_("emergency draft %(id)d created: an approver starts it", id=broadcast.id))
+
+
 def _load_progress(broadcast_id: int):
     from hub.broadcasts import deferred_count, progress
 
@@ -593,20 +659,25 @@ def demo_command(workers: int, residents: int, port: int | None):
     )
 
 
+from hub.callbacks_cli import callbacks_group  # noqa: E402 (it builds on the helpers above)
+
 COMMANDS = (
     db_group,
     seed_group,
     areas_group,
     topics_group,
     users_group,
+    api_keys_group,
     residents_group,
     broadcast_group,
+    cap_group,
     telegram_group,
     mail_in_command,
     worker_command,
     sweep_command,
     serve_command,
     demo_command,
+    callbacks_group,
 )
 
 

@@ -44,6 +44,7 @@ class Settings:
     default_locale: str = "sl"
     locales: tuple[str, ...] = ("sl", "en")
     timezone: str = "Europe/Ljubljana"
+    city_name: str = "Kranj"  # the whole city in open data (CAP areaDesc, the Atom feed)
     port: int = 5000
     sandbox: bool = False
     # E-mail: with no SMTP_HOST the hub sends to its sandbox stand-in.
@@ -92,6 +93,10 @@ class Settings:
     # Work due this long without a live job counts as lost. Scheduled jobs land well within
     # it, so the sweeper does not race the RQ scheduler.
     sweep_grace_s: int = 20
+    # A callback to another city system that takes longer than this is tried again later.
+    callback_timeout_s: float = 5.0
+    # An emergency needs a second person with the approver role (four eyes) unless switched off.
+    emergency_four_eyes: bool = True
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -110,6 +115,7 @@ class Settings:
                 "/"
             ),
             default_locale=_env("HUB_DEFAULT_LOCALE", "sl"),
+            city_name=_env("HUB_CITY_NAME", "Kranj"),
             port=_int("HUB_PORT", 5000),
             sandbox=sandbox,
             smtp_host="" if sandbox else smtp_host,
@@ -147,6 +153,8 @@ class Settings:
             claim_ttl_s=_int("HUB_CLAIM_TTL", 30),
             sweep_interval_s=_int("HUB_SWEEP_INTERVAL", 30),
             sweep_grace_s=_int("HUB_SWEEP_GRACE", 20),
+            callback_timeout_s=_float("HUB_CALLBACK_TIMEOUT", 5.0),
+            emergency_four_eyes=_env("HUB_EMERGENCY_FOUR_EYES", "1") not in ("0", "false", "no"),
         )
 
     def replace(self, **changes) -> Settings:

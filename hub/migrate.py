@@ -17,28 +17,28 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
+def upgrade(database_url: str, revision: str = "heads") -> None:
     command.upgrade(alembic_config(database_url), revision)
 
 
-def current_revision(database_url: str) -> str | None:
+def current_revisions(database_url: str) -> set[str]:
     from alembic.runtime.migration import MigrationContext
 
     from hub.db import make_engine
 
     engine = make_engine(database_url)
     with engine.connect() as connection:
-        revision = MigrationContext.configure(connection).get_current_revision()
+        revisions = set(MigrationContext.configure(connection).get_current_heads())
     engine.dispose()
-    return revision
+    return revisions
 
 
-def head_revision() -> str:
+def head_revisions() -> set[str]:
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    return set(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads())
 
 
 def is_current(database_url: str) -> bool:
     """True when the database is migrated to this code's schema."""
-    return current_revision(database_url) == head_revision()
+    return current_revisions(database_url) == head_revisions()

@@ -294,6 +294,10 @@ class InboundEvent(Base):
     outcome: Mapped[str | None] = mapped_column(String(300))  # what processing did, or why not
 
 
+# The sweeper looks for events stored but not processed (processed_at IS NULL).
+Index("ix_inbound_events_processed_received", InboundEvent.processed_at, InboundEvent.received_at)
+
+
 class Conversation(Base):
     """One thread with one resident (or, until an agent links it, one unknown sender)."""
 
@@ -349,6 +353,8 @@ class Message(Base):
 
 Index("ix_messages_conversation", Message.conversation_id, Message.id)
 Index("ix_messages_provider_id", Message.provider_id)
+# The sweeper looks for answers still waiting to be sent.
+Index("ix_messages_status_created", Message.status, Message.created_at)
 
 
 class ConversationLabel(Base):
@@ -414,3 +420,30 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str] = mapped_column(String(120), default="")
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+# -- API keys (REST API v1 and the GOV.UK Notify-compatible v2) --------------------------------
+
+
+class ApiKeyType:
+    NORMAL = "normal"  # sends to anyone
+    TEAM = "team"  # sends only to staff members' own addresses
+    TEST = "test"  # never sends; notifications get a simulated receipt
+    ALL = (NORMAL, TEAM, TEST)
+
+
+class ApiKey(Base):
+    """A key another system uses, shown once as `{name}-{service_id}-{secret}` (Notify's
+    format). The secret is kept twice: hashed, to recognise a Bearer key; and sealed with
+    HUB_SECRET_KEY, because a Notify client signs each request's JWT with it."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    key_type: Mapped[str] = mapped_column(String(8), default=ApiKeyType.NORMAL)
+    role: Mapped[str] = mapped_column(String(16))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    secret_sealed: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
