@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import NamedTuple
 from urllib.parse import parse_qs
 
 from flask_babel import force_locale
@@ -18,7 +19,7 @@ from channels.mailparse import InboundEmail, delivery_id_from_message_id, parse_
 from hub import conversations, live, outbound, queues, runtime
 from hub.clock import utcnow
 from hub.contacts import InvalidAddress, normalise_email
-from hub.models import ContactPoint, Delivery, DeliveryStatus, InboundEvent, Message
+from hub.models import ContactPoint, Delivery, DeliveryStatus, InboundEvent
 from hub.status import address_is_dead
 from hub.tokens import read_token
 
@@ -69,26 +70,27 @@ def process_event(event_id: int) -> str:
         event = session.get(InboundEvent, event_id)
         if event is None or event.processed_at is not None:
             return "already processed"
-        result, to_send = HANDLERS[event.channel](rt, session, event)
-        event.processed_at, event.outcome = utcnow(), result[:300]
-        conversation_id = session.scalar(
-            select(Message.conversation_id).where(Message.inbound_event_id == event_id)
-        )
-    if conversation_id is not None:
-        live.publish(rt, "message", conversation_id)
-    for message_id in to_send:
+        handled = HANDLERS[event.channel](rt, session, event)
+        event.processed_at, event.outcome = utcnow(), handled.outcome[:300]
+    if handled.conversation_id is not None:
+        live.publish(rt, "message", handled.conversation_id)
+    for message_id in handled.to_send:
         outbound.enqueue(rt, message_id)
-    return result
+    return handled.outcome
 
 
-Handled = tuple[str, list[int]]  # what was done, and the messages to send in answer
+class Handled(NamedTuple):
+    outcome: str  # what was done, kept on the event
+    to_send: tuple[int, ...] = ()  # messages queued in answer
+    conversation_id: int | None = None  # where the inbox shows it, if anywhere
 
 
 def _received(result: conversations.Received) -> Handled:
     what = f"conversation {result.conversation_id}"
     if result.keyword:
         what += f", keyword {result.keyword}"
-    return what, [result.auto_reply_id] if result.auto_reply_id else []
+    to_send = (result.auto_reply_id,) if result.auto_reply_id else ()
+    return Handled(what, to_send, result.conversation_id)
 
 
 # -- SMS (Twilio) ----------------------------------------------------------------------------
@@ -114,10 +116,10 @@ def _sms(rt: runtime.Runtime, session: Session, event: InboundEvent) -> Handled:
 def _telegram(rt: runtime.Runtime, session: Session, event: InboundEvent) -> Handled:
     update_ = json.loads(event.payload)
     if "my_chat_member" in update_:
-        return _chat_member(session, update_["my_chat_member"]), []
+        return Handled(_chat_member(session, update_["my_chat_member"]))
     message = update_.get("message") or update_.get("edited_message")
     if not message or "text" not in message:
-        return "ignored: no text message", []
+        return Handled("ignored: no text message")
     chat_id, text = str(message["chat"]["id"]), message["text"]
     command, _, argument = text.strip().partition(" ")
     if command.split("@")[0] == "/start" and argument.strip():
@@ -184,7 +186,8 @@ def _link_chat(rt, session, event, chat_id: str, text: str, token: str) -> Handl
             )
     message = conversations.answer_automatically(session, received.conversation_id, answer)
     linked = "linked" if resident_id is not None else "link refused"
-    return f"{linked}, conversation {received.conversation_id}", [message.id]
+    conversation_id = received.conversation_id
+    return Handled(f"{linked}, conversation {conversation_id}", (message.id,), conversation_id)
 
 
 # -- e-mail ------------------------------------------------------------------------------------
@@ -194,9 +197,9 @@ def _email(rt: runtime.Runtime, session: Session, event: InboundEvent) -> Handle
     envelope = event.meta or {}
     mail = parse_inbound(event.payload, envelope.get("mail_from", ""), envelope.get("rcpt_tos", []))
     if mail.bounce is not None:
-        return _bounce(rt, session, mail), []
+        return Handled(_bounce(rt, session, mail))
     if mail.auto:
-        return "auto-reply ignored", []
+        return Handled("auto-reply ignored")
     delivery_id, conversation_id = _threading(rt, mail)
     return _received(
         conversations.receive(
