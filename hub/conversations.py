@@ -71,6 +71,8 @@ def receive(
     now = now or utcnow()
     contact = _contact(session, channel, address)
     resident_id = contact.resident_id if contact is not None else None
+    sender = f"resident:{resident_id}" if resident_id else f"{channel}:{address}"
+    _one_sender_at_a_time(session, sender)
     action = keywords.keyword(text)
     conversation = _thread(session, channel, address, resident_id, conversation_id, now)
     broadcast_id = _answered_notice(session, contact, delivery_id, now)
@@ -99,6 +101,17 @@ def receive(
         auto_reply = _obey(session, action, channel, address, contact, conversation, locale, now)
     session.flush()
     return Received(conversation.id, message.id, action, auto_reply.id if auto_reply else None)
+
+
+def _one_sender_at_a_time(session: Session, sender: str) -> None:
+    """Two workers handling one sender's messages at once would each find no conversation and
+    open two. On PostgreSQL a lock per sender, held until the transaction ends, makes the
+    second wait and then find the first's. SQLite has one writer at a time: the second
+    transaction fails to write instead, and its event is processed again by a later job."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    digest = hashlib.blake2b(sender.encode(), digest_size=8).digest()
+    session.execute(select(func.pg_advisory_xact_lock(int.from_bytes(digest, "big", signed=True))))
 
 
 def _contact(session: Session, channel: str, address: str) -> ContactPoint | None:

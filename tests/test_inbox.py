@@ -4,6 +4,8 @@ libraries carry the answers to the stand-ins."""
 
 from __future__ import annotations
 
+import os
+import threading
 from datetime import timedelta
 
 import pytest
@@ -413,3 +415,26 @@ def test_healthz_says_when_each_webhook_last_passed_its_check(seeded, standin, c
     _telegram_webhook(client, rt, standin.telegram.message_update("Živjo", 4242))
     after = client.get("/healthz").get_json()["webhooks_last_valid"]
     assert after["twilio-sms"] and after["telegram"] and after["twilio-status"] is None
+
+
+@pytest.mark.skipif(
+    not os.environ.get("HUB_TEST_DATABASE_URL"),
+    reason="a PostgreSQL lock; SQLite lets one transaction write at a time anyway",
+)
+def test_two_workers_with_one_new_senders_messages_open_one_conversation(seeded):
+    rt = seeded
+
+    def receive(text: str) -> None:
+        with rt.session() as session:
+            conversations.receive(session, "sms", "+38640111222", text, default_locale="sl")
+
+    with rt.session() as session:
+        conversations.receive(session, "sms", "+38640111222", "Prvo", default_locale="sl")
+        second = threading.Thread(target=receive, args=("Drugo",))
+        second.start()
+        second.join(timeout=0.5)
+        assert second.is_alive()  # waits for the first transaction to end
+    second.join(timeout=10)
+    with rt.session() as session:
+        assert session.scalar(select(func.count()).select_from(Conversation)) == 1
+        assert session.scalar(select(Conversation.unread)) == 2
