@@ -7,13 +7,11 @@ and the secret from the last 73 characters. The same whole key is a Bearer token
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 import uuid
 from dataclasses import dataclass
 
-from cryptography.fernet import Fernet, InvalidToken
 from flask_babel import gettext as _
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,6 +20,7 @@ from hub.clock import utcnow
 from hub.models import ApiKey, ApiKeyType, Role
 from hub.providers import instance_key
 from hub.runtime import Runtime
+from hub.sealing import seal, unseal
 from hub.staff import audit
 
 MAX_NAME = 100
@@ -63,7 +62,7 @@ def create_api_key(rt: Runtime, *, name: str, role: str, key_type: str, created_
             role=role,
             key_type=key_type,
             secret_hash=_digest(secret),
-            secret_sealed=_fernet(rt).encrypt(secret.encode()).decode(),
+            secret_sealed=seal(rt.settings.secret_key, secret),
             created_by=created_by,
         )
         session.add(key)
@@ -100,21 +99,22 @@ def key_for_bearer(rt: Runtime, token: str) -> KeyHolder | None:
         return _holder(key) if key is not None else None
 
 
-def signing_secrets(rt: Runtime, issuer: str) -> list[tuple[KeyHolder, str]]:
-    """Every active key of service `issuer` with its secret, to check a Notify JWT against
-    (the JWT names only the service, so each key is tried, as Notify does)."""
+def signing_secrets(
+    rt: Runtime, issuer: str, *, revoked: bool = False
+) -> list[tuple[KeyHolder, str]]:
+    """Every active (or, with `revoked`, every revoked) key of service `issuer` with its
+    secret, to check a Notify JWT against (the JWT names only the service, so each key is
+    tried, as Notify does; a revoked key's tokens are refused with a reason of their own)."""
     if issuer != service_id(rt):
         return []
-    fernet = _fernet(rt)
     with rt.session() as session:
-        keys = session.scalars(select(ApiKey).where(ApiKey.revoked_at.is_(None)))
-        found = []
-        for key in keys:
-            try:
-                found.append((_holder(key), fernet.decrypt(key.secret_sealed).decode()))
-            except InvalidToken:  # sealed under an earlier HUB_SECRET_KEY: that key is void
-                continue
-        return found
+        state = ApiKey.revoked_at.is_not(None) if revoked else ApiKey.revoked_at.is_(None)
+        keys = session.scalars(select(ApiKey).where(state))
+        unsealed = [
+            (_holder(key), unseal(rt.settings.secret_key, key.secret_sealed)) for key in keys
+        ]
+    # A key sealed under an earlier HUB_SECRET_KEY is void.
+    return [(holder, secret) for holder, secret in unsealed if secret is not None]
 
 
 def split_key(token: str) -> tuple[str, str] | None:
@@ -142,8 +142,3 @@ def _holder(key: ApiKey) -> KeyHolder:
 def _digest(secret: str) -> str:
     # The secret is a random UUID (122 bits): a plain hash is enough, no slow KDF needed.
     return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def _fernet(rt: Runtime) -> Fernet:
-    material = hashlib.sha256(b"api-keys:" + rt.settings.secret_key.encode()).digest()
-    return Fernet(base64.urlsafe_b64encode(material))
