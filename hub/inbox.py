@@ -14,7 +14,7 @@ from sqlalchemy import and_, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from hub.clock import utcnow
-from hub.conversations import ConversationError
+from hub.conversations import ConversationError, messages_of
 from hub.models import (
     CONVERSATION_PRIORITIES,
     Area,
@@ -28,11 +28,14 @@ from hub.models import (
     Message,
     MessageDirection,
     Resident,
+    Role,
     StaffUser,
+    Subscription,
     Topic,
 )
 
 PAGE_SIZE = 50
+MAX_NOTE_CHARS = 10_000
 
 
 @dataclass(frozen=True)
@@ -183,6 +186,8 @@ def add_note(session: Session, conversation_id: int, text: str, author_id: int) 
     _get(session, conversation_id)
     if not text.strip():
         raise ConversationError(_("the note is empty"))
+    if len(text.strip()) > MAX_NOTE_CHARS:
+        raise ConversationError(_("a note has at most %(num)d characters", num=MAX_NOTE_CHARS))
     note = Message(
         conversation_id=conversation_id,
         direction=MessageDirection.NOTE,
@@ -351,3 +356,206 @@ def create_resident_from(
     session.flush()
     link_to_resident(session, conversation_id, resident.id)
     return resident.id
+
+
+# -- what the inbox pages show (a few queries per page, never one per row) ---------------------
+
+ANSWERABLE_CHANNELS = ("sms", "telegram", "email", "web")  # hub.outbound answers on these
+FIRST_LINE_CHARS = 120
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What the list shows of a conversation besides its own columns."""
+
+    name: str | None  # the resident's; None for an unknown sender
+    first_line: str  # of the last message to or from the resident (notes are not shown)
+    labels: list[str]
+
+
+def summaries(session: Session, conversations: list[Conversation]) -> dict[int, Summary]:
+    ids = [c.id for c in conversations]
+    resident_ids = {c.resident_id for c in conversations if c.resident_id is not None}
+    names = dict(
+        session.execute(
+            select(Resident.id, Resident.name).where(Resident.id.in_(resident_ids))
+        ).all()
+    )
+    last_ids = (
+        select(func.max(Message.id))
+        .where(Message.conversation_id.in_(ids), Message.direction != MessageDirection.NOTE)
+        .group_by(Message.conversation_id)
+    )
+    bodies = dict(
+        session.execute(
+            select(Message.conversation_id, Message.body).where(Message.id.in_(last_ids))
+        ).all()
+    )
+    labels: dict[int, list[str]] = {}
+    for conversation_id, label in session.execute(
+        select(ConversationLabel.conversation_id, ConversationLabel.label)
+        .where(ConversationLabel.conversation_id.in_(ids))
+        .order_by(ConversationLabel.label)
+    ):
+        labels.setdefault(conversation_id, []).append(label)
+    return {
+        c.id: Summary(
+            names.get(c.resident_id), first_line(bodies.get(c.id, "")), labels.get(c.id, [])
+        )
+        for c in conversations
+    }
+
+
+def first_line(text: str) -> str:
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    return line if len(line) <= FIRST_LINE_CHARS else line[: FIRST_LINE_CHARS - 1] + "…"
+
+
+@dataclass(frozen=True)
+class ResidentProfile:
+    resident: Resident
+    contact_points: list[ContactPoint]
+    subscriptions: list[tuple[dict, dict]]  # (topic names, area names), each {locale: name}
+
+
+@dataclass(frozen=True)
+class ConversationDetails:
+    """Everything the conversation page shows, read in one session."""
+
+    conversation: Conversation
+    messages: list[Message]
+    authors: dict[int, str]  # staff id -> name (or e-mail) of who wrote an answer or note
+    labels: list[str]
+    resident: ResidentProfile | None
+    notice_title: str | None
+    reply_channels: list[str]  # where an answer can go, the channel the resident used last first
+
+
+def details(session: Session, conversation_id: int, locale: str) -> ConversationDetails | None:
+    conversation = session.get(Conversation, conversation_id)
+    if conversation is None:
+        return None
+    messages = messages_of(session, conversation_id)
+    author_ids = {m.author_id for m in messages if m.author_id is not None}
+    profile = _profile(session, conversation.resident_id)
+    notice = _notice_title(session, conversation.broadcast_id, locale)
+    return ConversationDetails(
+        conversation=conversation,
+        messages=messages,
+        authors=_staff_names(session, author_ids),
+        labels=labels_of(session, conversation_id),
+        resident=profile,
+        notice_title=notice or None,
+        reply_channels=_reply_channels(conversation, profile),
+    )
+
+
+def _staff_names(session: Session, ids: set[int]) -> dict[int, str]:
+    rows = session.execute(
+        select(StaffUser.id, StaffUser.name, StaffUser.email).where(StaffUser.id.in_(ids))
+    )
+    return {staff_id: name or email for staff_id, name, email in rows}
+
+
+def _profile(session: Session, resident_id: int | None) -> ResidentProfile | None:
+    resident = session.get(Resident, resident_id) if resident_id is not None else None
+    if resident is None:
+        return None
+    rows = session.execute(
+        select(Topic.names, Area.names)
+        .select_from(Subscription)
+        .join(Topic, Topic.id == Subscription.topic_id)
+        .join(Area, Area.id == Subscription.area_id)
+        .where(Subscription.resident_id == resident.id)
+        .order_by(Topic.slug, Area.slug)
+    )
+    return ResidentProfile(resident, list(resident.contact_points), [tuple(r) for r in rows])
+
+
+def _reply_channels(conversation: Conversation, profile: ResidentProfile | None) -> list[str]:
+    channels = [conversation.channel] if conversation.channel in ANSWERABLE_CHANNELS else []
+    for contact in profile.contact_points if profile else []:
+        usable = contact.active and contact.opted_out_at is None
+        if usable and contact.channel in ANSWERABLE_CHANNELS and contact.channel not in channels:
+            channels.append(contact.channel)
+    return channels
+
+
+def assignable_staff(session: Session) -> list[tuple[int, str]]:
+    """Who a conversation can be given to: active agents and admins, by name."""
+    rows = session.execute(
+        select(StaffUser.id, StaffUser.name, StaffUser.email)
+        .where(StaffUser.active, StaffUser.role.in_((Role.AGENT, Role.ADMIN)))
+        .order_by(StaffUser.name, StaffUser.email)
+    )
+    return [(staff_id, name or email) for staff_id, name, email in rows]
+
+
+def known_labels(session: Session) -> list[str]:
+    return list(
+        session.scalars(
+            select(ConversationLabel.label).distinct().order_by(ConversationLabel.label)
+        )
+    )
+
+
+def canned_shortcuts(session: Session) -> dict[str, list[str]]:
+    """Each canned answer's shortcut with the locales it is written in."""
+    shortcuts: dict[str, list[str]] = {}
+    for shortcut, locale in session.execute(
+        select(CannedResponse.shortcut, CannedResponse.locale).order_by(
+            CannedResponse.shortcut, CannedResponse.locale
+        )
+    ):
+        shortcuts.setdefault(shortcut, []).append(locale)
+    return shortcuts
+
+
+def canned_responses(session: Session) -> list[CannedResponse]:
+    return list(
+        session.scalars(
+            select(CannedResponse).order_by(CannedResponse.shortcut, CannedResponse.locale)
+        )
+    )
+
+
+def find_residents(session: Session, text: str, limit: int = 10) -> list[Resident]:
+    """Residents whose name or one of whose addresses contains `text` (to link a sender to)."""
+    text = text.strip()
+    if not text:
+        return []
+    pattern = f"%{_escape_like(text)}%"
+    by_address = select(ContactPoint.resident_id).where(
+        ContactPoint.address.ilike(pattern, escape="\\")
+    )
+    return list(
+        session.scalars(
+            select(Resident)
+            .where(or_(Resident.name.ilike(pattern, escape="\\"), Resident.id.in_(by_address)))
+            .order_by(Resident.name, Resident.id)
+            .limit(limit)
+        )
+    )
+
+
+def area_choices(session: Session) -> list[tuple[str, dict]]:
+    rows = session.execute(select(Area.slug, Area.names).order_by(Area.slug))
+    return [tuple(row) for row in rows]
+
+
+def add_label(session: Session, conversation_id: int, label: str) -> None:
+    if not label.strip():
+        raise ConversationError(_("the label is empty"))
+    set_labels(session, conversation_id, [*labels_of(session, conversation_id), label])
+
+
+def remove_label(session: Session, conversation_id: int, label: str) -> None:
+    kept = [x for x in labels_of(session, conversation_id) if x != label.strip().lower()]
+    set_labels(session, conversation_id, kept)
+
+
+def reopen(session: Session, conversation_id: int) -> None:
+    """A resolved or snoozed conversation back in the open list."""
+    conversation = _get(session, conversation_id)
+    conversation.status = ConversationStatus.OPEN
+    conversation.resolved_at, conversation.snoozed_until = None, None
