@@ -11,7 +11,7 @@ from flask_babel import gettext as _
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, aliased
 
-from hub import queues
+from hub import callbacks, queues
 from hub.clock import utcnow
 from hub.models import (
     Area,
@@ -140,7 +140,7 @@ def cancel_broadcast(session: Session, broadcast_id: int) -> int:
         raise BroadcastError(_("the notice has already finished"))
     broadcast.status = BroadcastStatus.CANCELLED
     broadcast.finished_at = utcnow()
-    result = session.execute(
+    cancelled = session.scalars(
         update(Delivery)
         .where(
             Delivery.broadcast_id == broadcast_id,
@@ -149,8 +149,10 @@ def cancel_broadcast(session: Session, broadcast_id: int) -> int:
             Delivery.status.in_(DeliveryStatus.OPEN),
         )
         .values(status=DeliveryStatus.CANCELLED, claim_id=None)
-    )
-    return result.rowcount
+        .returning(Delivery.id)
+    ).all()
+    callbacks.record_delivery_statuses(session, cancelled)
+    return len(cancelled)
 
 
 @dataclass

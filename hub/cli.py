@@ -21,9 +21,11 @@ from flask_babel import force_locale, format_datetime, ngettext
 from flask_babel import gettext as _
 from sqlalchemy import select
 
+from hub.callbacks_cli import callbacks_group
 from hub.config import ConfigError
 from hub.i18n import BROADCAST_STATUS_LABELS, DELIVERY_STATUS_LABELS
 from hub.models import ApiKeyType, Area, ChannelPolicy, DeliveryStatus, Priority, Role, Topic
+from hub.notify.cli import templates_group
 
 
 class BadInput(click.ClickException):
@@ -86,7 +88,7 @@ db_group = click.Group("db", help="Database schema.")
 
 
 @db_group.command("upgrade")
-@click.option("--revision", default="heads", show_default=True)
+@click.option("--revision", default="head", show_default=True)
 @localised(needs_schema=False)
 def db_upgrade(revision: str):
     """Create or migrate the database schema."""
@@ -659,8 +661,6 @@ def demo_command(workers: int, residents: int, port: int | None):
     )
 
 
-from hub.callbacks_cli import callbacks_group  # noqa: E402 (it builds on the helpers above)
-
 COMMANDS = (
     db_group,
     seed_group,
@@ -678,6 +678,7 @@ COMMANDS = (
     serve_command,
     demo_command,
     callbacks_group,
+    templates_group,
 )
 
 

@@ -97,6 +97,10 @@ class Settings:
     callback_timeout_s: float = 5.0
     # An emergency needs a second person with the approver role (four eyes) unless switched off.
     emergency_four_eyes: bool = True
+    # Staff console: a sign-in lasts this long (then the browser's cookie is refused).
+    session_lifetime_s: int = 8 * 3600
+    # GOV.UK Notify-compatible API: sends per API key per minute (Notify's default).
+    notify_rate_limit: int = 3000
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -155,6 +159,8 @@ class Settings:
             sweep_grace_s=_int("HUB_SWEEP_GRACE", 20),
             callback_timeout_s=_float("HUB_CALLBACK_TIMEOUT", 5.0),
             emergency_four_eyes=_env("HUB_EMERGENCY_FOUR_EYES", "1") not in ("0", "false", "no"),
+            session_lifetime_s=_int("HUB_SESSION_LIFETIME", 8 * 3600),
+            notify_rate_limit=_int("HUB_NOTIFY_RATE_LIMIT", 3000),
         )
 
     def replace(self, **changes) -> Settings:

@@ -18,7 +18,7 @@ from flask_babel import gettext as _
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from hub import keywords
+from hub import callbacks, keywords
 from hub.clock import utcnow
 from hub.models import (
     ConsentRecord,
@@ -36,6 +36,10 @@ from hub.models import (
 # A reply with nothing else to go by answers the last notice sent to that address this recently.
 NOTICE_WINDOW = timedelta(days=7)
 LINK_TOKEN_TTL = timedelta(hours=1)
+# The longest answer a channel takes: Twilio refuses an SMS body over 1,600 characters,
+# Telegram a message over 4,096; an e-mail has no such limit but an answer is not a document.
+MAX_ANSWER_CHARS = {"sms": 1600, "telegram": 4096}
+MAX_EMAIL_ANSWER_CHARS = 20_000
 
 
 class ConversationError(ValueError):
@@ -62,18 +66,23 @@ def receive(
     conversation_id: int | None = None,
     event_id: int | None = None,
     automatic: bool = False,
+    resident_id: int | None = None,
     now: datetime | None = None,
 ) -> Received:
     """A message from `address` on `channel`. `delivery_id` (the notice it answers, when the
     channel says: e-mail threading, Telegram reply-to) and `conversation_id` (an answer to one
     of ours) thread it precisely; otherwise the sender's latest conversation is used.
-    `automatic`: the hub answers it itself (a deep link), so no agent needs to."""
+    `automatic`: the hub answers it itself (a deep link), so no agent needs to.
+    `resident_id`: the sender, when the channel itself knows them (the portal's "web" channel
+    has no contact points: its residents are signed in)."""
     now = now or utcnow()
     contact = _contact(session, channel, address)
-    resident_id = contact.resident_id if contact is not None else None
+    if contact is not None:
+        resident_id = contact.resident_id
     sender = f"resident:{resident_id}" if resident_id else f"{channel}:{address}"
     _one_sender_at_a_time(session, sender)
-    action = keywords.keyword(text)
+    # The portal has its own settings page: STOP written there is a message for the agents.
+    action = keywords.keyword(text) if channel != "web" else None
     conversation = _thread(session, channel, address, resident_id, conversation_id, now)
     broadcast_id = _answered_notice(session, contact, delivery_id, now)
     message = Message(
@@ -100,6 +109,8 @@ def receive(
         locale = locale_of(session, contact, default_locale)
         auto_reply = _obey(session, action, channel, address, contact, conversation, locale, now)
     session.flush()
+    if not automatic:  # an automatic one is a deep link with its secret token: not passed on
+        callbacks.record_inbound_message(session, message, resident_id, action)
     return Received(conversation.id, message.id, action, auto_reply.id if auto_reply else None)
 
 
@@ -254,6 +265,11 @@ def reply(
     if channel is not None and channel != conversation.channel:
         address = _address_on(session, conversation, channel)
     channel = channel or conversation.channel
+    limit = MAX_ANSWER_CHARS.get(channel, MAX_EMAIL_ANSWER_CHARS)
+    if len(text) > limit:
+        raise ConversationError(
+            _("an answer on %(channel)s has at most %(num)d characters", channel=channel, num=limit)
+        )
     message = _queue_out(session, conversation, channel, address, text, now, author_id=author_id)
     if conversation.first_response_at is None:
         conversation.first_response_at = now

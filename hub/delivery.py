@@ -17,7 +17,7 @@ from sqlalchemy import and_, bindparam, case, exists, func, insert, or_, select,
 from sqlalchemy.orm import Session, aliased
 
 from channels import base as outcome
-from hub import queues, runtime
+from hub import callbacks, queues, runtime
 from hub.adapters import CHANNEL_ADAPTERS, Adapter, ClaimedRow, SendContext
 from hub.clock import utcnow
 from hub.models import (
@@ -170,6 +170,7 @@ class ChunkJob:
                 )
                 if status == DeliveryStatus.GONE:
                     self._fall_back(session, delivery_id, resident_id, locale)
+            callbacks.record_delivery_statuses(session, [row.id for row in rows])
 
     def claim(self) -> list[ClaimedRow]:
         now = utcnow()
@@ -273,6 +274,8 @@ class ChunkJob:
                     .returning(Delivery.id)
                 )
             )
+            events = callbacks.record_delivery_statuses(connection, owned)
+        callbacks.enqueue(self.rt, events)
         self._count(DeliveryStatus.SENT, len(owned))
         return owned
 
@@ -305,6 +308,8 @@ class ChunkJob:
                 statement,
                 [{"delivery_id": k, "provider_id": v} for k, v in provider_ids.items()],
             )
+            events = callbacks.record_delivery_statuses(connection, provider_ids)
+        callbacks.enqueue(self.rt, events)
         self._count(DeliveryStatus.SENT, len(provider_ids))
         return set(provider_ids)
 
@@ -349,6 +354,9 @@ class ChunkJob:
                 if self._update(session, row, status=DeliveryStatus.FAILED, error=result.error):
                     self._blame_address(session, row)
                     self._count(DeliveryStatus.FAILED)
+        callbacks.record_delivery_statuses(
+            session, [r.key for r in results if r.status != outcome.SENT]
+        )
         if reopened:
             # A row sent earlier came back (rejected after its dot): the notice is not done.
             session.execute(

@@ -32,6 +32,7 @@ CHANNEL_LABELS = {
     "sms": _l("SMS"),
     "telegram": _l("Telegram"),
     "push": _l("Web push"),
+    "web": _l("Resident portal"),  # messages written and answered in the portal (hub.portal)
 }
 ERROR_TEXTS = {
     400: (_l("Bad request"), _l("The request was not understood. Check what you entered.")),

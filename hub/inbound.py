@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from channels.mailparse import InboundEmail, delivery_id_from_message_id, parse_inbound
-from hub import conversations, live, outbound, queues, runtime
+from hub import callbacks, conversations, live, outbound, queues, runtime
 from hub.clock import utcnow
 from hub.contacts import InvalidAddress, normalise_email
 from hub.models import ContactPoint, Delivery, DeliveryStatus, InboundEvent
@@ -254,6 +254,7 @@ def _bounce(rt: runtime.Runtime, session: Session, mail: InboundEmail) -> str:
     if bounce.action == "delivered":  # a success report (DSN NOTIFY=SUCCESS)
         if delivery.status == DeliveryStatus.SENT:
             delivery.status = DeliveryStatus.DELIVERED
+            callbacks.record_delivery_statuses(session, [delivery.id])
         return f"delivery {delivery.id} delivered"
     error = f"bounced {bounce.status}: {bounce.diagnostic or bounce.action}"[:1000]
     if not bounce.permanent:
@@ -263,6 +264,7 @@ def _bounce(rt: runtime.Runtime, session: Session, mail: InboundEmail) -> str:
         return f"delivery {delivery.id} already {delivery.status}"
     delivery.status, delivery.error = DeliveryStatus.GONE, error
     address_is_dead(session, delivery, error, rt.settings.default_locale)
+    callbacks.record_delivery_statuses(session, [delivery.id])
     return f"delivery {delivery.id} bounced: address suppressed"
 
 

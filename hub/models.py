@@ -410,6 +410,9 @@ class StaffUser(Base):
     role: Mapped[str] = mapped_column(String(16))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # Staff console: a session carries the generation it signed in with; "sign out everywhere"
+    # raises it, so every older session (on any device, any web process) stops working.
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class AuditEntry(Base):
@@ -447,3 +450,213 @@ class ApiKey(Base):
     created_by: Mapped[str] = mapped_column(String(320))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+# -- callbacks to other city systems (signed POSTs of delivery statuses and inbound messages) ---
+
+
+class CallbackEvent:
+    DELIVERY_STATUS = "delivery-status"  # a notice's delivery reached a final or provider status
+    INBOUND_MESSAGE = "inbound-message"  # a resident wrote to the city
+    ALL = (DELIVERY_STATUS, INBOUND_MESSAGE)
+
+
+class CallbackEndpoint(Base):
+    """A city system that hears back from the hub. Its secret is shown once, when the endpoint
+    is added, and kept sealed with HUB_SECRET_KEY (signing each POST needs it back)."""
+
+    __tablename__ = "callback_endpoints"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+    url: Mapped[str] = mapped_column(String(2000))
+    events: Mapped[list] = mapped_column(JSON)  # some of CallbackEvent.ALL
+    secret: Mapped[str] = mapped_column(Text)  # sealed: hub.sealing
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class CallbackStatus:
+    PENDING = "pending"  # waiting for next_attempt_at
+    DELIVERED = "delivered"  # the endpoint answered 2xx
+    FAILED = "failed"  # refused (4xx), redirected, out of attempts, or the endpoint was removed
+
+
+class CallbackOutbox(Base):
+    """One event for one endpoint, written in the transaction of the change that caused it."""
+
+    __tablename__ = "callback_outbox"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(36), unique=True)  # X-Hub-Delivery
+    endpoint_id: Mapped[int] = mapped_column(
+        ForeignKey("callback_endpoints.id", ondelete="CASCADE")
+    )
+    event: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default=CallbackStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(SmallInteger, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime)
+    last_status_code: Mapped[int | None] = mapped_column(SmallInteger)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+Index("ix_callback_outbox_status_next", CallbackOutbox.status, CallbackOutbox.next_attempt_at)
+Index("ix_callback_outbox_endpoint", CallbackOutbox.endpoint_id, CallbackOutbox.id)
+
+
+class CallbackAttempt(Base):
+    """One POST of an outbox event, as the admins see it: what the endpoint answered, or why
+    nothing came back."""
+
+    __tablename__ = "callback_attempts"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    outbox_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("callback_outbox.id", ondelete="CASCADE")
+    )
+    endpoint_id: Mapped[int] = mapped_column(
+        ForeignKey("callback_endpoints.id", ondelete="CASCADE")
+    )
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    status_code: Mapped[int | None] = mapped_column(SmallInteger)
+    error: Mapped[str | None] = mapped_column(String(500))
+    duration_ms: Mapped[int] = mapped_column(Integer)
+
+
+Index("ix_callback_attempts_endpoint", CallbackAttempt.endpoint_id, CallbackAttempt.id)
+Index("ix_callback_attempts_outbox", CallbackAttempt.outbox_id)
+
+
+# -- REST API v1: idempotent POSTs -------------------------------------------------------------
+
+
+class IdempotencyRecord(Base):
+    """The first answer to a POST with an `Idempotency-Key`, replayed for 24 h to retries with
+    the same key. The primary key is the claim: of two identical requests at once, one inserts
+    the row and runs, the other finds it."""
+
+    __tablename__ = "idempotency_records"
+    # No foreign key: keys are revoked, never deleted, and a record lives 24 h at most.
+    api_key_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    idempotency_key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))  # sha256 of method, path and body
+    status_code: Mapped[int | None] = mapped_column(SmallInteger)  # None while it runs
+    response_body: Mapped[dict | None] = mapped_column(JSON)
+    location: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+Index("ix_idempotency_records_created", IdempotencyRecord.created_at)
+
+
+# -- GOV.UK Notify-compatible API /v2: templates and the notifications sent with them ---------
+
+
+class NotifyTemplate(Base):
+    """A Notify-style template: `((placeholders))` in the body (and an e-mail's subject),
+    versioned; this row is the current version, NotifyTemplateVersion keeps every one."""
+
+    __tablename__ = "notify_templates"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # a UUID, as Notify's
+    name: Mapped[str] = mapped_column(String(255))
+    template_type: Mapped[str] = mapped_column(String(8))  # sms | email
+    subject: Mapped[str | None] = mapped_column(String(1000))  # e-mail only
+    body: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_by: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class NotifyTemplateVersion(Base):
+    __tablename__ = "notify_template_versions"
+    template_id: Mapped[str] = mapped_column(
+        ForeignKey("notify_templates.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    subject: Mapped[str | None] = mapped_column(String(1000))
+    body: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class NotifyNotification(Base):
+    """One SMS or e-mail sent through /v2, with its status in Notify's words (created, sending,
+    delivered, sent, pending, permanent-failure, temporary-failure, technical-failure)."""
+
+    __tablename__ = "notify_notifications"
+    # The order of creation: `older_than` pages by it, and it is the channel's message key.
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True)  # the UUID clients see
+    # The key it came with (api_keys.id; no foreign key: that table is on another migration
+    # branch, and keys are revoked, never deleted).
+    api_key_id: Mapped[int] = mapped_column(Integer)
+    key_type: Mapped[str] = mapped_column(String(8))
+    notification_type: Mapped[str] = mapped_column(String(8))  # sms | email
+    recipient: Mapped[str] = mapped_column(String(320))  # E.164 or a normalised address
+    template_id: Mapped[str] = mapped_column(ForeignKey("notify_templates.id"))
+    template_version: Mapped[int] = mapped_column(Integer)
+    reference: Mapped[str | None] = mapped_column(String(1000))
+    subject: Mapped[str | None] = mapped_column(String(1000))
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20))
+    provider_id: Mapped[str | None] = mapped_column(String(300))
+    error: Mapped[str | None] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+Index("ix_notify_notifications_key_type_seq", NotifyNotification.key_type, NotifyNotification.seq)
+Index("ix_notify_notifications_provider_id", NotifyNotification.provider_id)
+# The sweeper looks for notifications not yet sent whose job Redis lost.
+Index(
+    "ix_notify_notifications_status_created",
+    NotifyNotification.status,
+    NotifyNotification.created_at,
+)
+
+
+# -- resident portal: passwordless sign-in and verification codes, erased accounts -------------
+
+
+class CodePurpose:
+    """What a one-time code proves: that its holder may sign in (or up) with an address, or
+    that a signed-in resident holds an address they add."""
+
+    SIGN_IN = "signin"
+    VERIFY = "verify"
+
+
+class OneTimeCode(Base):
+    """A 6-digit code and a link, sent to one address; single use, expiring. Only keyed
+    hashes are stored: the code's HMAC (a million codes are no secret under a plain hash)
+    and the link token's SHA-256."""
+
+    __tablename__ = "one_time_codes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(16))  # CodePurpose.SIGN_IN | VERIFY
+    channel: Mapped[str] = mapped_column(String(16))  # email | sms
+    address: Mapped[str] = mapped_column(String(1000))
+    # VERIFY: the resident who adds the address; SIGN_IN: None (the address decides who)
+    resident_id: Mapped[int | None] = mapped_column(ForeignKey("residents.id", ondelete="CASCADE"))
+    code_hash: Mapped[str] = mapped_column(String(64))
+    link_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    locale: Mapped[str] = mapped_column(String(8))  # of the message, and of a new resident
+    attempts: Mapped[int] = mapped_column(SmallInteger, default=0)  # wrong codes entered
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+    used_at: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ResidentErasure(Base):
+    """A resident who deleted their account. The resident row stays, with nothing left that
+    names or reaches them, so notices' statistics and the consent records stay whole."""
+
+    __tablename__ = "resident_erasures"
+    resident_id: Mapped[int] = mapped_column(
+        ForeignKey("residents.id", ondelete="CASCADE"), primary_key=True
+    )
+    erased_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -31,6 +31,7 @@ from hub.models import ContactPoint, Conversation, Message
 from hub.tokens import make_token
 
 SEND_MESSAGE_JOB = "hub.outbound.send_message"
+WEB = "web"  # the resident portal's channel (hub.portal)
 RETRIES_S = [10, 60, 300]
 
 
@@ -65,9 +66,15 @@ def send_message(message_id: int) -> str:
         if refusal:
             message.status, message.error = "failed", refusal
             return refusal
-        outgoing = _outgoing(rt, message, conversation)
-        channel = message.channel
-    result = run_in_loop(_send(rt, channel, outgoing))
+        channel, conversation_id = message.channel, message.conversation_id
+        if channel == WEB:  # the resident portal shows it: no provider carries it
+            message.status, message.sent_at = "delivered", utcnow()
+        else:
+            outgoing = _outgoing(rt, message, conversation)
+    if channel == WEB:
+        live.publish(rt, "status", conversation_id, message_id=message_id, status="delivered")
+        return "delivered"
+    result = run_in_loop(send_one(rt, channel, outgoing))
     job = get_current_job()
     again = result.status == outcome.RETRY and job is not None and bool(job.retries_left)
     with rt.session() as session:
@@ -121,7 +128,8 @@ def _outgoing(rt: runtime.Runtime, message: Message, conversation: Conversation)
     raise ValueError(f"cannot answer on {message.channel}")
 
 
-async def _send(rt: runtime.Runtime, channel: str, outgoing) -> outcome.Outcome:
+async def send_one(rt: runtime.Runtime, channel: str, outgoing) -> outcome.Outcome:
+    """Send one message (OutgoingSms, OutgoingTelegram or OutgoingEmail) on its channel."""
     if channel == "sms":
         return await sms_sender(rt).send_one(outgoing)
     if channel == "telegram":

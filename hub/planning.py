@@ -157,6 +157,27 @@ def audience_insert(
     broadcast: Broadcast, lo: int, hi: int, now: datetime, locales, quiet_ends, settings
 ):
     """INSERT ... SELECT of one delivery per (resident, chosen contact point)."""
+    return _insert_ignoring_duplicates(broadcast).from_select(
+        [
+            "broadcast_id",
+            "resident_id",
+            "contact_point_id",
+            "channel",
+            "locale",
+            "status",
+            "attempts",
+            "not_before",
+            "created_at",
+        ],
+        audience_rows(broadcast, lo, hi, now, locales, quiet_ends, settings),
+    )
+
+
+def audience_rows(
+    broadcast: Broadcast, lo: int, hi: int, now: datetime, locales, quiet_ends, settings
+):
+    """SELECT of the deliveries planning would insert for residents lo <= id < hi; also what
+    the staff console counts before sending (hub.audience)."""
     cp = ContactPoint
     partition = (
         [cp.resident_id]
@@ -187,34 +208,20 @@ def audience_insert(
         if broadcast.priority == Priority.EMERGENCY
         else quiet_hours_end(now, settings.timezone, quiet_ends)
     )
-    select_rows = (
+    return (
         select(
             literal(broadcast.id, Integer),
             r.id,
             usable.c.id,
-            usable.c.channel,
-            locale,
+            usable.c.channel.label("channel"),
+            locale.label("locale"),
             literal(DeliveryStatus.PENDING),
             literal(0, Integer),
-            not_before,
+            not_before.label("not_before"),
             literal(now, DateTime),
         )
         .join(usable, and_(usable.c.resident_id == r.id, usable.c.rn == 1))
         .where(r.id >= lo, r.id < hi, audience_filter(broadcast))
-    )
-    return _insert_ignoring_duplicates(broadcast).from_select(
-        [
-            "broadcast_id",
-            "resident_id",
-            "contact_point_id",
-            "channel",
-            "locale",
-            "status",
-            "attempts",
-            "not_before",
-            "created_at",
-        ],
-        select_rows,
     )
 
 

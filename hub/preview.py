@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from channels.gsm import SmsLength, sms_length, transliterate
 from hub.adapters import CHANNEL_ADAPTERS
 from hub.broadcasts import NoticeDraft, create_broadcast
+from hub.models import Broadcast
 from hub.rendering import UNSUBSCRIBE_MARK, render
 
 
@@ -31,13 +32,18 @@ def preview(session: Session, draft: NoticeDraft, default_locale: str) -> list[C
         session, draft, created_by="preview", default_locale=default_locale
     )
     try:
-        return [
-            _one(broadcast, content.locale, channel, default_locale)
-            for content in sorted(broadcast.contents, key=lambda c: c.locale != default_locale)
-            for channel in CHANNEL_ADAPTERS
-        ]
+        return preview_broadcast(broadcast, default_locale)
     finally:
         session.rollback()
+
+
+def preview_broadcast(broadcast: Broadcast, default_locale: str) -> list[ChannelPreview]:
+    """Every (locale, channel) of a notice, its default locale first."""
+    return [
+        _one(broadcast, content.locale, channel, default_locale)
+        for content in sorted(broadcast.contents, key=lambda c: c.locale != default_locale)
+        for channel in CHANNEL_ADAPTERS
+    ]
 
 
 def _one(broadcast, locale: str, channel: str, default_locale: str) -> ChannelPreview:

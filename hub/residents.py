@@ -50,17 +50,40 @@ class ResidentRow:
 class _Validator:
     """Checks one row at a time against the areas, topics and addresses the hub already has."""
 
-    def __init__(self, session: Session, locales: Iterable[str], default_locale: str):
+    def __init__(
+        self,
+        session: Session,
+        locales: Iterable[str],
+        default_locale: str,
+        *,
+        preload: bool = True,
+        owner_id: int | None = None,
+    ):
+        """`preload`: read every address in the hub at once (a file of many rows); otherwise
+        ask the database per address (one record). `owner_id`: that resident's own addresses
+        are not duplicates (an update)."""
+        self.session, self.preload, self.owner_id = session, preload, owner_id
         self.areas = dict(session.execute(select(Area.slug, Area.id)).all())
         self.topics = dict(session.execute(select(Topic.slug, Topic.id)).all())
         self.locales = set(locales)
         self.default_locale = default_locale
-        self.seen: dict[tuple[str, str], int] = {
-            (channel, address): 0
-            for channel, address in session.execute(
-                select(ContactPoint.channel, ContactPoint.address)
-            )
-        }
+        self.seen: dict[tuple[str, str], int] = {}
+        if preload:
+            self.seen = {
+                (channel, address): 0
+                for channel, address in session.execute(
+                    select(ContactPoint.channel, ContactPoint.address).where(*self._others())
+                )
+            }
+
+    def _others(self) -> list:
+        return [] if self.owner_id is None else [ContactPoint.resident_id != self.owner_id]
+
+    def _in_hub(self, channel: str, address: str) -> bool:
+        query = select(ContactPoint.id).where(
+            ContactPoint.channel == channel, ContactPoint.address == address, *self._others()
+        )
+        return self.session.scalar(query) is not None
 
     def row(self, line: int, raw: dict[str, str]) -> ResidentRow:
         get = {k: (v or "").strip() for k, v in raw.items() if k}.get
@@ -100,6 +123,8 @@ class _Validator:
                 reason = _("malformed phone number %(value)s (%(why)s)", value=raw, why=exc)
             raise InvalidAddress(reason) from None
         first = self.seen.get((channel, address))
+        if first is None and not self.preload and self._in_hub(channel, address):
+            first = 0
         if first is not None:
             where = _("line %(line)d", line=first) if first else _("a resident already in the hub")
             raise InvalidAddress(
@@ -145,6 +170,38 @@ def read_csv(
     return rows
 
 
+def check_records(
+    session: Session,
+    records: list[dict[str, str]],
+    locales: Iterable[str],
+    default_locale: str,
+    *,
+    owner_id: int | None = None,
+) -> list[ResidentRow]:
+    """The CSV rules for records that come as dicts (the API): every record is checked, and
+    ImportRejected lists each bad one by its 1-based position ("line")."""
+    validator = _Validator(
+        session, locales, default_locale, preload=len(records) > 1, owner_id=owner_id
+    )
+    rows, errors = [], []
+    for line, raw in enumerate(records, start=1):
+        try:
+            rows.append(validator.row(line, raw))
+        except InvalidAddress as exc:
+            errors.append(RowError(line, str(exc)))
+    if errors:
+        raise ImportRejected(errors)
+    return rows
+
+
+def insert_residents(session: Session, rows: list[ResidentRow]) -> list[int]:
+    """Insert checked rows; returns the new residents' ids in the rows' order."""
+    ids: list[int] = []
+    for start in range(0, len(rows), INSERT_CHUNK):
+        ids += _insert_chunk(session, rows[start : start + INSERT_CHUNK])
+    return ids
+
+
 def import_rows(
     session: Session, rows: list[ResidentRow], progress: Callable[[int], None] | None = None
 ) -> int:
@@ -157,7 +214,7 @@ def import_rows(
     return len(rows)
 
 
-def _insert_chunk(session: Session, chunk: list[ResidentRow]) -> None:
+def _insert_chunk(session: Session, chunk: list[ResidentRow]) -> list[int]:
     now = utcnow()
     # Core inserts on the tables, not the ORM's bulk path: that one splits the rows into
     # small batches whenever the set of NULL columns changes (quiet hours or not), and
@@ -210,3 +267,4 @@ def _insert_chunk(session: Session, chunk: list[ResidentRow]) -> None:
     if subscriptions:
         session.execute(insert(Subscription.__table__), subscriptions)
     session.execute(insert(ConsentRecord.__table__), consents)
+    return list(ids)

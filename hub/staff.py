@@ -54,3 +54,13 @@ def authenticate(session: Session, email: str, password: str) -> StaffUser | Non
 
 def audit(session: Session, actor: str, action: str, target: str = "", **detail) -> None:
     session.add(AuditEntry(actor=actor, action=action, target=target, detail=detail))
+
+
+def audit_entries(
+    session: Session, *, before: int | None = None, limit: int = 50
+) -> list[AuditEntry]:
+    """A page of the audit log, newest first; `before` is the id the previous page ended at."""
+    query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+    if before is not None:
+        query = query.where(AuditEntry.id < before)
+    return list(session.scalars(query))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from hub import queues, runtime
+from hub import callbacks, queues, runtime
 from hub.delivery import add_fallback
 from hub.models import (
     Broadcast,
@@ -22,6 +22,7 @@ from hub.models import (
     DeliveryStatus,
     Message,
 )
+from hub.notify import statuses as notify_statuses
 
 # Twilio's statuses, as the outbox knows them; the rest (queued, sending, accepted, ...) say
 # nothing the outbox does not know already.
@@ -56,14 +57,17 @@ def apply_twilio_status(
     session: Session, sid: str, status: str, error_code: int | None, default_locale: str
 ) -> StatusResult:
     new_status = TWILIO_FINAL.get(status)
+    error = None
+    if error_code:
+        error = f"Twilio {error_code}: {TWILIO_ERRORS.get(error_code, 'delivery failed')}"
+    dead = error_code in TWILIO_DEAD_NUMBER
+    if notify_statuses.apply_twilio_status(session, sid, status, error, dead):
+        return StatusResult(changed=True, known=True)  # an SMS sent through the Notify API
     if new_status is None:
         known = _find(session, sid) is not None or session.scalar(
             select(Message.id).where(Message.provider_id == sid)
         )
         return StatusResult(changed=False, known=bool(known))
-    error = None
-    if error_code:
-        error = f"Twilio {error_code}: {TWILIO_ERRORS.get(error_code, 'delivery failed')}"
     changed = session.execute(
         update(Delivery)
         .where(
@@ -76,6 +80,8 @@ def apply_twilio_status(
     delivery = _find(session, sid)
     if delivery is None:
         return _apply_to_answer(session, sid, new_status, error)
+    if changed:
+        callbacks.record_delivery_statuses(session, [delivery.id])
     if changed and error_code in TWILIO_DEAD_NUMBER:
         address_is_dead(session, delivery, error, default_locale)
     return StatusResult(changed=bool(changed), known=True)

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from sqlalchemy import and_, func, select, update
 
-from hub import inbound, outbound, queues, runtime
+from hub import callbacks, inbound, outbound, queues, runtime
 from hub.clock import utcnow
 from hub.delivery import CLAIM_KEY, finish_if_done
 from hub.inbox import wake_snoozed
@@ -22,7 +22,10 @@ from hub.models import (
     InboundEvent,
     Message,
     MessageDirection,
+    NotifyNotification,
 )
+from hub.notify import notifications
+from hub.notify import statuses as notify_statuses
 
 LOCK_KEY = "hub:sweeper:lock"
 
@@ -33,8 +36,9 @@ class SweepReport:
     requeued_chunks: int = 0
     started: list[int] = field(default_factory=list)
     finished: list[int] = field(default_factory=list)
-    requeued_inbound: int = 0  # received messages and answers whose job Redis lost
+    requeued_inbound: int = 0  # received messages, answers and /v2 sends whose job Redis lost
     woken: int = 0  # snoozed conversations whose time came
+    requeued_callbacks: int = 0  # callbacks to other systems whose job Redis lost
 
 
 def sweep(rt: runtime.Runtime) -> SweepReport:
@@ -44,6 +48,7 @@ def sweep(rt: runtime.Runtime) -> SweepReport:
     report.started = start_due_broadcasts(rt)
     report.finished = [b for b in sending_broadcasts(rt) if finish_if_done(rt, b)]
     report.requeued_inbound = requeue_lost_conversation_work(rt)
+    report.requeued_callbacks = callbacks.requeue_lost(rt)
     with rt.session() as session:
         report.woken = wake_snoozed(session)
     return report
@@ -76,7 +81,7 @@ def release_dead_claims(rt: runtime.Runtime) -> int:
             of_claim = and_(Delivery.claim_id == claim, Delivery.status == DeliveryStatus.SENDING)
             # Each time counts as an attempt: a message that kills its job every time must end
             # failed, not loop for ever.
-            session.execute(
+            failed = session.scalars(
                 update(Delivery)
                 .where(of_claim, Delivery.attempts + 1 >= limit)
                 .values(
@@ -85,7 +90,9 @@ def release_dead_claims(rt: runtime.Runtime) -> int:
                     attempts=Delivery.attempts + 1,
                     error=f"its send job stopped {limit} times before finishing",
                 )
-            )
+                .returning(Delivery.id)
+            ).all()
+            callbacks.record_delivery_statuses(session, failed)
             released += session.execute(
                 update(Delivery)
                 .where(of_claim)
@@ -156,8 +163,8 @@ def sending_broadcasts(rt: runtime.Runtime) -> list[int]:
 
 
 def requeue_lost_conversation_work(rt: runtime.Runtime) -> int:
-    """Inbound events stored but not processed, and answers not yet sent, whose job is gone
-    (Redis lost it, or was down when the webhook stored the event)."""
+    """Inbound events stored but not processed, and answers and /v2 notifications not yet
+    sent, whose job is gone (Redis lost it, or was down when they were stored)."""
     before = utcnow() - timedelta(seconds=rt.settings.sweep_grace_s)
     with rt.session() as session:
         events = session.scalars(
@@ -172,10 +179,17 @@ def requeue_lost_conversation_work(rt: runtime.Runtime) -> int:
                 Message.created_at < before,
             )
         ).all()
+        api_messages = session.scalars(
+            select(NotifyNotification.seq).where(
+                NotifyNotification.status == notify_statuses.CREATED,
+                NotifyNotification.created_at < before,
+            )
+        ).all()
     lost = 0
     for ids, job_id, enqueue in (
         (events, inbound.job_id, inbound.enqueue),
         (answers, outbound.job_id, outbound.enqueue),
+        (api_messages, notifications.job_id, notifications.enqueue),
     ):
         if not ids:
             continue

@@ -47,7 +47,7 @@ def test_reference_data_and_lists(hub, rt):
 
 
 def test_db_upgrade_is_repeatable(hub):
-    assert "database at revision heads" in hub("db", "upgrade").stdout
+    assert "database at revision head" in hub("db", "upgrade").stdout
 
 
 def test_users_create_prints_password_once_and_rejects_bad_input(hub, rt):

@@ -3,6 +3,7 @@ by the standard library's smtplib as a mail server would)."""
 
 from __future__ import annotations
 
+import json
 import smtplib
 
 import pytest
@@ -15,6 +16,7 @@ from hub.mailin import start_mail_in
 from hub.models import Area, ContactPoint, Conversation, Delivery, InboundEvent, Message, Topic
 from hub.residents import ResidentRow, import_rows
 from tests.helpers import work
+from tests.test_callbacks import _endpoint, receiver  # noqa: F401  (a fixture)
 
 DOMAIN = "mestni-glas.example"
 
@@ -199,6 +201,21 @@ def test_a_bounce_suppresses_the_address_and_the_notice_falls_back(seeded, smtp,
     assert not address.active
     assert (sms.channel, sms.status, sms.fallback_from_id) == ("sms", "sent", email.id)
     assert _messages(rt) == []  # a bounce is no message for the inbox
+
+
+def test_a_bounce_is_reported_to_callback_endpoints(seeded, smtp, standin, mail_in, receiver):  # noqa: F811
+    rt = seeded
+    _, meta = _sent_notice(rt, smtp)
+    _endpoint(rt, receiver, events=["delivery-status"])  # after the send: only the bounce's news
+    raw = BOUNCE.format(bounce_to=meta["envelope_from"], message_id=meta["message_id"])
+    with smtplib.SMTP("127.0.0.1", mail_in, timeout=10) as server:
+        server.sendmail("", [meta["envelope_from"]], raw.replace("\n", "\r\n").encode())
+    work(rt)
+    events = {
+        (e["channel"], e["status"])
+        for e in (json.loads(r["body"])["data"] for r in receiver.requests)
+    }
+    assert events == {("email", "gone"), ("sms", "sent")}  # the bounce, and the fall-back
 
 
 def test_an_answer_by_email_and_the_residents_reply_to_it(seeded, smtp, mail_in):

@@ -23,11 +23,19 @@ PUBLIC_ON_PURPOSE = {
     "public.unsubscribe_page",
     "public.set_language",
     "public.notice",  # a notice that has gone out; the link in push messages
+    "feeds.notices",  # open data: the notices that have gone out, their Atom feed and CAP
+    "feeds.notices_atom",
+    "feeds.cap_alert",
     "sandbox.index",
     "sandbox.messages_json",
     "webhooks.twilio_status",  # signed by Twilio (X-Twilio-Signature), checked first
     "webhooks.twilio_sms",  # signed by Twilio
     "webhooks.telegram",  # Telegram's secret token, checked first
+    "api_v1.openapi_json",  # the API's description; every operation in it needs a key
+    "api_v1.docs",
+    "portal.signin",  # residents sign in (and up) with a code sent to them
+    "portal.enter_code",
+    "portal.link",  # the link in that code's message: its token is the key
 }
 
 

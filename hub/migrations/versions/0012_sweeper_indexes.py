@@ -1,13 +1,13 @@
 """indexes for the sweeper's look-ups of unprocessed inbound events and unsent answers
 
 Revision ID: 0012
-Revises: 0005
+Revises: 0011
 """
 
 from alembic import op
 
 revision = "0012"
-down_revision = "0005"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
