@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
-from cryptography.fernet import Fernet
 from flask_babel import force_locale, ngettext
 from flask_babel import gettext as _
 from sqlalchemy import func, select, update
@@ -46,6 +45,7 @@ from hub.models import (
     Resident,
     ResidentErasure,
 )
+from hub.sealing import seal, unseal
 
 CODE_TTL = timedelta(minutes=10)
 MAX_WRONG_CODES = 5  # then the code is dead: a million codes are not guessed in five tries
@@ -139,7 +139,7 @@ def request_code(
         session.flush()
         code_id = row.id
     # The job's arguments wait in Redis: the code and link go there sealed, never in clear.
-    sealed = _fernet(rt).encrypt(json.dumps([code, token]).encode()).decode()
+    sealed = seal(rt.settings.secret_key, json.dumps([code, token]))
     queues.enqueue_once(
         rt.redis, "high", SEND_CODE_JOB, (code_id, sealed), f"portal-code-{code_id}"
     )
@@ -172,7 +172,10 @@ def send_code(code_id: int, sealed: str) -> str:
         row = session.get(OneTimeCode, code_id)
         if row is None or row.used_at is not None or row.expires_at <= utcnow():
             return "no longer needed"
-        code, token = json.loads(_fernet(rt).decrypt(sealed.encode()))
+        unsealed = unseal(rt.settings.secret_key, sealed)
+        if unsealed is None:  # HUB_SECRET_KEY changed since: the job fails, they ask again
+            raise RuntimeError("the code was sealed under another HUB_SECRET_KEY")
+        code, token = json.loads(unsealed)
         message = _code_message(rt, row, code, f"{rt.settings.base_url}{LINK_PATH}{token}")
         channel = row.channel
     result = run_in_loop(outbound.send_one(rt, channel, message))
@@ -514,8 +517,3 @@ def _sha256(text: str) -> str:
 
 def _code_hash(secret_key: str, link_hash: str, code: str) -> str:
     return hmac.new(secret_key.encode(), f"{link_hash}:{code}".encode(), "sha256").hexdigest()
-
-
-def _fernet(rt: runtime.Runtime) -> Fernet:
-    material = hashlib.sha256(b"portal-codes:" + rt.settings.secret_key.encode()).digest()
-    return Fernet(base64.urlsafe_b64encode(material))

@@ -1,6 +1,7 @@
 """Secrets the hub must use again later (a Notify key's secret to check JWTs, a callback
-endpoint's secret to sign POSTs) are stored sealed with HUB_SECRET_KEY, never in the clear:
-a copy of the database alone does not give them away."""
+endpoint's secret to sign POSTs, a resident's sign-in code waiting in a Redis job) are kept
+sealed with HUB_SECRET_KEY, never in the clear: a copy of the database or of Redis alone does
+not give them away."""
 
 from __future__ import annotations
 
