@@ -45,6 +45,7 @@ from hub.models import (
     Resident,
     ResidentErasure,
 )
+from hub.ratelimit import count_in_window
 from hub.sealing import seal, unseal
 
 CODE_TTL = timedelta(minutes=10)
@@ -155,11 +156,7 @@ def _count_request(rt: runtime.Runtime, address: str, client: str) -> int:
     ]
     wait = 0
     for key, (limit, window_s) in keys:
-        with rt.redis.pipeline() as pipe:
-            pipe.set(key, 0, ex=window_s, nx=True)  # the window starts at the first request
-            pipe.incr(key)
-            pipe.ttl(key)
-            _, count, ttl = pipe.execute()
+        count, ttl = count_in_window(rt.redis, key, window_s)
         if count > limit:
             wait = max(wait, ttl, 1)
     return wait

@@ -1,4 +1,5 @@
-"""Per-provider token buckets in Redis, shared by every worker on every host."""
+"""Rate limits in Redis, shared by every process on every host: per-provider token buckets,
+and fixed-window counters for sign-in failures and residents' code requests."""
 
 from __future__ import annotations
 
@@ -42,3 +43,15 @@ class TokenBucket:
     def take(self, want: int) -> Grant:
         granted, wait = self._script(keys=[self.key], args=[self.rate, self.burst, want])
         return Grant(int(granted), float(wait))
+
+
+def count_in_window(client: redis.Redis, key: str, window_s: int) -> tuple[int, int]:
+    """Count one more event under `key` in a fixed window that starts with the first one;
+    returns (events so far, seconds left in the window). Sign-in failures and residents'
+    code requests are limited this way."""
+    with client.pipeline() as pipe:
+        pipe.set(key, 0, ex=window_s, nx=True)
+        pipe.incr(key)
+        pipe.ttl(key)
+        _, count, seconds_left = pipe.execute()
+    return count, seconds_left

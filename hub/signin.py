@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 
 from hub.models import StaffUser
+from hub.ratelimit import count_in_window
 from hub.runtime import Runtime
 from hub.staff import audit, authenticate
 
@@ -68,10 +69,7 @@ def _count_failure(rt: Runtime, email: str, address: str) -> int:
     actor = email.strip().lower()[:MAX_AUDITED_EMAIL]
     locked = []
     for kind, key in _keys(email, address).items():
-        pipe = rt.redis.pipeline()
-        pipe.set(key, 0, ex=WINDOW_S, nx=True)  # the window starts at the first failure
-        pipe.incr(key)
-        failures = pipe.execute()[1]
+        failures, _ = count_in_window(rt.redis, key, WINDOW_S)
         if failures >= _limits()[kind]:
             rt.redis.set(f"{key}:lock", 1, ex=LOCK_S)
             rt.redis.delete(key)
