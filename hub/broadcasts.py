@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -15,6 +18,7 @@ from hub import callbacks, queues
 from hub.clock import utcnow
 from hub.models import (
     Area,
+    AuditEntry,
     Broadcast,
     BroadcastContent,
     BroadcastStatus,
@@ -33,6 +37,10 @@ MAX_TITLE = 200
 
 class BroadcastError(ValueError):
     """Bad input for a notice; the message says what to fix."""
+
+
+class NotADraft(BroadcastError):
+    """The notice has been approved (or sent, or cancelled): it can no longer be changed."""
 
 
 class SavedNotQueued(RuntimeError):
@@ -62,6 +70,18 @@ def create_broadcast(
 ) -> Broadcast:
     """Validate a draft and store it as a notice ready to start; raises BroadcastError."""
     now = now or utcnow()
+    broadcast = Broadcast(status=BroadcastStatus.DRAFT, created_by=created_by, created_at=now)
+    _fill(session, broadcast, draft, default_locale=default_locale, now=now)
+    session.add(broadcast)
+    session.flush()
+    return broadcast
+
+
+def _fill(
+    session: Session, broadcast: Broadcast, draft: NoticeDraft, *, default_locale: str, now
+) -> None:
+    """Validate a draft and put it into `broadcast` (new, or a draft being edited): the same
+    rules for both, so an edit can never store what a new notice could not."""
     title = _checked_title(draft.title)
     if draft.priority not in Priority.ALL:
         raise BroadcastError(_("unknown priority %(value)s", value=draft.priority))
@@ -78,25 +98,21 @@ def create_broadcast(
     if topic is None:
         raise BroadcastError(_("unknown topic %(topic)s", topic=draft.topic))
     areas = _areas(session, draft.areas)
-    broadcast = Broadcast(
-        title=title,
-        topic=topic,
-        areas=areas,
-        priority=draft.priority,
-        channel_policy=draft.channel_policy,
-        scheduled_at=draft.scheduled_at,
-        sms_transliterate=draft.sms_transliterate,
-        status=BroadcastStatus.DRAFT,
-        created_by=created_by,
-        created_at=now,
-        contents=[
-            BroadcastContent(locale=loc, title=_title(draft, loc, title), body=body)
-            for loc, body in bodies.items()
-        ],
-    )
-    session.add(broadcast)
-    session.flush()
-    return broadcast
+    titles = {loc: _title(draft, loc, title) for loc in bodies}
+    broadcast.title = title
+    broadcast.topic = topic
+    broadcast.areas = areas
+    broadcast.priority = draft.priority
+    broadcast.channel_policy = draft.channel_policy
+    broadcast.scheduled_at = draft.scheduled_at
+    broadcast.sms_transliterate = draft.sms_transliterate
+    # In place, by locale: a content row keeps its key (broadcast, locale) through an edit.
+    kept = {c.locale: c for c in broadcast.contents if c.locale in bodies}
+    for loc, body in bodies.items():
+        content = kept.get(loc) or BroadcastContent(locale=loc)
+        content.title, content.body = titles[loc], body
+        kept[loc] = content
+    broadcast.contents = list(kept.values())
 
 
 def _checked_title(raw: str) -> str:
@@ -284,8 +300,11 @@ def save_draft(rt: Runtime, draft: NoticeDraft, *, actor: Actor) -> int:
         return broadcast.id
 
 
-def approval_refusal(broadcast: Broadcast, actor: Actor, *, four_eyes: bool) -> str | None:
-    """Why `actor` may not start this draft, or None when they may."""
+def approval_refusal(
+    broadcast: Broadcast, actor: Actor, *, four_eyes: bool, authors: Collection[str] = ()
+) -> str | None:
+    """Why `actor` may not start this draft, or None when they may. `authors`: who edited
+    it besides its creator (draft_authors); none of them is a second pair of eyes."""
     if broadcast.status != BroadcastStatus.DRAFT:
         return _("only a draft can be sent")
     if actor.role not in WRITERS:
@@ -293,32 +312,140 @@ def approval_refusal(broadcast: Broadcast, actor: Actor, *, four_eyes: bool) -> 
     if broadcast.priority == Priority.EMERGENCY and four_eyes:
         if actor.role not in APPROVERS:
             return _("an emergency must be approved by someone with the approver role")
-        if actor.name == broadcast.created_by:
+        if actor.name == broadcast.created_by or actor.name in authors:
             return _("an emergency must be approved by a second person, not its author")
     return None
 
 
-def start_draft(rt: Runtime, broadcast_id: int, *, actor: Actor) -> None:
+def _content(broadcast: Broadcast) -> dict:
+    """Everything about a notice that decides what residents get, as plain data."""
+    return {
+        "title": broadcast.title,
+        "topic": broadcast.topic.slug,
+        "areas": sorted(area.slug for area in broadcast.areas),
+        "priority": broadcast.priority,
+        "channel_policy": broadcast.channel_policy,
+        "scheduled_at": broadcast.scheduled_at.isoformat() if broadcast.scheduled_at else None,
+        "sms_transliterate": broadcast.sms_transliterate,
+        "texts": {c.locale: [c.title, c.body] for c in broadcast.contents},
+    }
+
+
+def content_fingerprint(broadcast: Broadcast) -> str:
+    """A hash of what the notice will send. The draft page puts it in its approve form, and
+    start_draft refuses when the draft has changed since: an approver approves exactly what
+    they read, never an edit made while the page was open."""
+    canonical = json.dumps(_content(broadcast), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def draft_authors(session: Session, broadcast_id: int) -> frozenset[str]:
+    """Who edited a draft (from the audit log, written with each edit)."""
+    return frozenset(
+        session.scalars(
+            select(AuditEntry.actor).where(
+                AuditEntry.action == "broadcast.edit",
+                AuditEntry.target == f"broadcast:{broadcast_id}",
+            )
+        )
+    )
+
+
+def _locked(session: Session, broadcast_id: int) -> Broadcast:
+    """The notice, read after taking its row's lock when it is a draft (a no-op UPDATE: the
+    row lock on PostgreSQL, the write lock on SQLite), so an edit and an approval of one draft
+    happen one after the other, never interleaved. The caller checks the status."""
+    session.execute(
+        update(Broadcast)
+        .where(Broadcast.id == broadcast_id, Broadcast.status == BroadcastStatus.DRAFT)
+        .values(status=BroadcastStatus.DRAFT)
+        .execution_options(synchronize_session=False)
+    )
+    broadcast = session.get(Broadcast, broadcast_id, populate_existing=True)
+    if broadcast is None:
+        raise BroadcastError(_("no notice %(id)d", id=broadcast_id))
+    return broadcast
+
+
+def start_draft(
+    rt: Runtime, broadcast_id: int, *, actor: Actor, fingerprint: str | None = None
+) -> None:
     """Approve a draft and start it (now, or at its time); raises BroadcastError, and
-    SavedNotQueued when the approval is stored but Redis could not take the planning job."""
+    SavedNotQueued when the approval is stored but Redis could not take the planning job.
+    `fingerprint`: the content_fingerprint the approver saw; refused if the draft changed."""
     with rt.session() as session:
-        broadcast = session.get(Broadcast, broadcast_id)
-        if broadcast is None:
-            raise BroadcastError(_("no notice %(id)d", id=broadcast_id))
-        refusal = approval_refusal(broadcast, actor, four_eyes=rt.settings.emergency_four_eyes)
+        # Locked: of two people approving at once, one starts it and the other is told.
+        broadcast = _locked(session, broadcast_id)
+        refusal = approval_refusal(
+            broadcast,
+            actor,
+            four_eyes=rt.settings.emergency_four_eyes,
+            authors=draft_authors(session, broadcast_id),
+        )
         if refusal:
             raise BroadcastError(refusal)
-        # Conditional: of two people approving at once, one starts it and the other is told.
-        started = session.execute(
-            update(Broadcast)
-            .where(Broadcast.id == broadcast_id, Broadcast.status == BroadcastStatus.DRAFT)
-            .values(status=BroadcastStatus.SCHEDULED, approved_by=actor.name)
-        ).rowcount
-        if not started:
-            raise BroadcastError(_("only a draft can be sent"))
+        if fingerprint is not None and fingerprint != content_fingerprint(broadcast):
+            raise BroadcastError(_("the draft was changed after you opened it: read it again"))
+        broadcast.status = BroadcastStatus.SCHEDULED
+        broadcast.approved_by = actor.name
         audit(session, actor.name, "broadcast.approve", f"broadcast:{broadcast_id}")
         priority, at = broadcast.priority, broadcast.scheduled_at
     _enqueue_planning(rt, broadcast_id, priority, at)
+
+
+def _editable(session: Session, broadcast_id: int, actor: Actor) -> Broadcast:
+    if actor.role not in WRITERS:
+        raise BroadcastError(_("your role cannot write notices"))
+    broadcast = _locked(session, broadcast_id)
+    if broadcast.status != BroadcastStatus.DRAFT:
+        raise NotADraft(_("only a draft can be changed or deleted"))
+    return broadcast
+
+
+def edit_draft(rt: Runtime, broadcast_id: int, draft: NoticeDraft, *, actor: Actor) -> bool:
+    """Replace a draft's content with `draft` (validated as a new notice is); raises
+    NotADraft once it has been approved. An edit makes its author one of the draft's authors
+    (an emergency then needs yet another approver), and any approve page opened before it
+    stale (content_fingerprint). Returns False when nothing changed (nothing audited)."""
+    with rt.session() as session:
+        broadcast = _editable(session, broadcast_id, actor)
+        before = _content(broadcast)
+        _fill(session, broadcast, draft, default_locale=rt.settings.default_locale, now=utcnow())
+        session.flush()
+        after = _content(broadcast)
+        changed = sorted(key for key in after if after[key] != before[key])
+        if changed:
+            audit(
+                session,
+                actor.name,
+                "broadcast.edit",
+                f"broadcast:{broadcast_id}",
+                changed=changed,
+                priority=broadcast.priority,
+            )
+        return bool(changed)
+
+
+def delete_draft(rt: Runtime, broadcast_id: int, *, actor: Actor) -> str:
+    """Delete a draft nobody approved; returns its title. Raises NotADraft once approved."""
+    with rt.session() as session:
+        broadcast = _editable(session, broadcast_id, actor)
+        title = broadcast.title
+        session.delete(broadcast)
+        audit(session, actor.name, "broadcast.delete", f"broadcast:{broadcast_id}", title=title)
+        return title
+
+
+def drafts(session: Session, limit: int = 100) -> list[Broadcast]:
+    """Drafts waiting to be finished or approved, the most recently written first."""
+    return list(
+        session.scalars(
+            select(Broadcast)
+            .where(Broadcast.status == BroadcastStatus.DRAFT)
+            .order_by(Broadcast.id.desc())
+            .limit(limit)
+        )
+    )
 
 
 def send_notice(rt: Runtime, draft: NoticeDraft, *, actor: str) -> int:

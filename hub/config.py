@@ -26,6 +26,14 @@ def _int(name: str, default: int) -> int:
         raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
 
 
+def _positive_int(name: str, default: int) -> int:
+    """A whole number of at least 1: a limit of 0 would lock everyone out at once."""
+    value = _int(name, default)
+    if value < 1:
+        raise ConfigError(f"{name} must be at least 1, not {value}")
+    return value
+
+
 def _float(name: str, default: float) -> float:
     raw = _env(name)
     try:
@@ -99,6 +107,10 @@ class Settings:
     emergency_four_eyes: bool = True
     # Staff console: a sign-in lasts this long (then the browser's cookie is refused).
     session_lifetime_s: int = 8 * 3600
+    # Failed sign-ins to one account (within 15 minutes) that lock it, and for how long; a
+    # client address may fail four times as often (one city office, one NAT).
+    signin_max_failures: int = 5
+    signin_lockout_s: int = 15 * 60
     # GOV.UK Notify-compatible API: sends per API key per minute (Notify's default).
     notify_rate_limit: int = 3000
 
@@ -160,6 +172,8 @@ class Settings:
             callback_timeout_s=_float("HUB_CALLBACK_TIMEOUT", 5.0),
             emergency_four_eyes=_env("HUB_EMERGENCY_FOUR_EYES", "1") not in ("0", "false", "no"),
             session_lifetime_s=_int("HUB_SESSION_LIFETIME", 8 * 3600),
+            signin_max_failures=_positive_int("HUB_SIGNIN_MAX_FAILURES", cls.signin_max_failures),
+            signin_lockout_s=_positive_int("HUB_SIGNIN_LOCKOUT", cls.signin_lockout_s),
             notify_rate_limit=_int("HUB_NOTIFY_RATE_LIMIT", 3000),
         )
 

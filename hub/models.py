@@ -155,6 +155,19 @@ class Subscription(Base):
 Index("ix_subscriptions_topic_area", Subscription.topic_id, Subscription.area_id)
 
 
+class ResidentTopicChannel(Base):
+    """One channel of a resident's own order for one topic: for notices on that topic these
+    rows, by rank, replace the order of their contact points (hub.channel_order)."""
+
+    __tablename__ = "resident_topic_channels"
+    resident_id: Mapped[int] = mapped_column(
+        ForeignKey("residents.id", ondelete="CASCADE"), primary_key=True
+    )
+    topic_id: Mapped[int] = mapped_column(ForeignKey("topics.id"), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    rank: Mapped[int] = mapped_column(SmallInteger)
+
+
 class ConsentRecord(Base):
     """What a resident agreed to or withdrew, when and through what; kept as the law requires."""
 
@@ -413,6 +426,8 @@ class StaffUser(Base):
     # Staff console: a session carries the generation it signed in with; "sign out everywhere"
     # raises it, so every older session (on any device, any web process) stops working.
     session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Shown to admins (/admin/users); set by hub.signin on each successful sign-in.
+    last_signin_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class AuditEntry(Base):

@@ -5,6 +5,7 @@ refuses Telegram, shows up as pending updates and a last error)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from hub import providers
 from hub.adapters import telegram_sender
@@ -20,6 +21,7 @@ class WebhookInfo:
     expected_url: str
     pending_update_count: int
     last_error_message: str | None
+    last_error_date: datetime | None = None
 
     @property
     def registered(self) -> bool:
@@ -57,4 +59,5 @@ async def _info(rt: Runtime, bot) -> WebhookInfo:
         expected_url=expected_url(rt),
         pending_update_count=info.pending_update_count or 0,
         last_error_message=info.last_error_message,
+        last_error_date=info.last_error_date,
     )

@@ -3,9 +3,11 @@ agrees), cookie flags, session lifetime, and sign-out everywhere."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from hub import create_app, signin
+from hub.config import ConfigError, Settings
 from hub.models import AuditEntry, Role
 from tests.conftest import IsolatedClient
 from tests.console_helpers import PASSWORD, login, staff
@@ -104,3 +106,43 @@ def test_sign_out_everywhere_needs_csrf(rt, client):
     login(client, "urska@kranj.example")
     assert client.post("/logout/everywhere").status_code == 400
     assert client.get("/").status_code == 200
+
+
+def test_a_lower_limit_from_the_environment_locks_sooner_and_for_its_time(rt, settings):
+    strict = create_app(settings.replace(signin_max_failures=2, signin_lockout_s=120))
+    client = _client(strict)
+    email = staff(rt, "urska@kranj.example", Role.BROADCASTER)
+    assert login(client, email, "wrong password!").status_code == 401
+    locked = login(client, email, "wrong password!")
+    assert locked.status_code == 429
+    assert 0 < int(locked.headers["Retry-After"]) <= 120
+    assert login(client, email, PASSWORD).status_code == 429
+    # A client address may fail four times the account limit: eight accounts here.
+    for i in range(7):
+        login(client, f"guess{i}@kranj.example", "wrong password!", address="203.0.113.9")
+    assert login(client, email, PASSWORD, address="203.0.113.9").status_code == 429
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "reason"),
+    [
+        ("HUB_SIGNIN_MAX_FAILURES", "five", "must be a whole number"),
+        ("HUB_SIGNIN_MAX_FAILURES", "0", "must be at least 1"),
+        ("HUB_SIGNIN_LOCKOUT", "-60", "must be at least 1"),
+        ("HUB_SIGNIN_LOCKOUT", "15m", "must be a whole number"),
+    ],
+)
+def test_bad_lock_out_settings_stop_the_start_with_the_reason(monkeypatch, name, value, reason):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=f"{name} {reason}"):
+        Settings.from_env()
+
+
+def test_the_lock_out_settings_are_read_from_the_environment(monkeypatch):
+    monkeypatch.delenv("HUB_SIGNIN_MAX_FAILURES", raising=False)
+    monkeypatch.delenv("HUB_SIGNIN_LOCKOUT", raising=False)
+    assert Settings.from_env().signin_max_failures == signin.ACCOUNT_LIMIT == 5
+    monkeypatch.setenv("HUB_SIGNIN_MAX_FAILURES", "3")
+    monkeypatch.setenv("HUB_SIGNIN_LOCKOUT", "600")
+    settings = Settings.from_env()
+    assert (settings.signin_max_failures, settings.signin_lockout_s) == (3, 600)

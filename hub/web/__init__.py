@@ -64,6 +64,15 @@ def access_rule(view: Callable) -> str:
     return "roles" if getattr(view, ROLES_ATTR, None) else "none"
 
 
+def _head_as_get() -> None:
+    """HEAD is a GET without a body (RFC 9110, 9.3.2), but views branch on `GET` versus
+    anything else: without this a HEAD (which CSRF protection lets through, like GET) would
+    run a form's action, e.g. use up a sign-in link or delete a draft. Werkzeug still drops
+    the body, since it looks at the WSGI environ's method, not this one."""
+    if request.method == "HEAD":
+        request.method = "GET"
+
+
 def _authorise() -> object | None:
     view = current_app.view_functions.get(request.endpoint or "")
     if view is None:
@@ -121,9 +130,9 @@ def register_blueprints(app: Flask) -> None:
     from hub.web import notify_v2  # the GOV.UK Notify-compatible API
 
     app.register_blueprint(notify_v2.bp)
-    from hub.web import audit_log, broadcasts  # the staff console
+    from hub.web import admin, admin_channels, audit_log, broadcasts  # the staff console
 
-    for console in (audit_log, broadcasts):
+    for console in (admin, admin_channels, audit_log, broadcasts):
         app.register_blueprint(console.bp)
     from hub.web import api_v1  # the REST API
 
@@ -132,6 +141,7 @@ def register_blueprints(app: Flask) -> None:
 
     app.register_blueprint(portal.bp)
     app.view_functions["static"] = public(app.view_functions["static"])
+    app.before_request(_head_as_get)
     app.before_request(_authorise)
     app.context_processor(lambda: {"current_staff": current_staff()})
     app.context_processor(lambda: {"current_resident": current_resident()})

@@ -1,6 +1,9 @@
-"""The staff console's notices: compose, preview, approve and send, watch it go, cancel, report."""
+"""The staff console's notices: compose, preview, edit or delete a draft, approve and send,
+watch it go, cancel, report."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from babel import Locale
 from flask import (
@@ -24,9 +27,16 @@ from hub.broadcasts import (
     WRITERS,
     Actor,
     BroadcastError,
+    NotADraft,
+    NoticeDraft,
     SavedNotQueued,
     approval_refusal,
+    content_fingerprint,
     deferred_count,
+    delete_draft,
+    draft_authors,
+    drafts,
+    edit_draft,
     fallbacks,
     progress,
     save_draft,
@@ -47,7 +57,7 @@ from hub.models import (
 from hub.preview import preview, preview_broadcast
 from hub.reports import delivery_timeline, export_deliveries, failure_reasons, replies
 from hub.web import current_staff, roles
-from hub.web.compose import Choices, ComposeForm, parse_compose
+from hub.web.compose import Choices, ComposeForm, draft_values, parse_compose
 
 bp = Blueprint("broadcasts", __name__, url_prefix="/broadcasts")
 FINISHED = (BroadcastStatus.DONE, BroadcastStatus.CANCELLED)
@@ -102,7 +112,14 @@ def duration(seconds: float) -> str:
     return " ".join(parts)
 
 
-def _compose_page(form: ComposeForm, status: int = 200, previews=None, error: str = ""):
+def _compose_page(
+    form: ComposeForm,
+    status: int = 200,
+    previews=None,
+    error: str = "",
+    editing: int | None = None,
+):
+    """The compose form, for a new notice or (`editing`: its id) a draft being edited."""
     rt = _rt()
     locale = str(get_locale())
     with rt.session() as db:
@@ -118,6 +135,7 @@ def _compose_page(form: ComposeForm, status: int = 200, previews=None, error: st
         default_locale=rt.settings.default_locale,
         previews=previews,
         error=error,
+        editing=editing,
     )
     return page, status
 
@@ -146,20 +164,83 @@ def _choices() -> Choices:
 def compose():
     if request.method == "GET":
         return _compose_page(ComposeForm(values=request.args))
+    return _submit(lambda draft: save_draft(_rt(), draft, actor=_actor()))
+
+
+def _submit(save: Callable[[NoticeDraft], int], editing: int | None = None):
+    """The compose form posted, new or edited alike: errors by field (nothing saved), a
+    preview (nothing saved), or `save(draft)` and on to the draft it returns."""
     form, draft = parse_compose(request.form, _choices(), utcnow())
     if draft is None:
-        return _compose_page(form, 422)
+        return _compose_page(form, 422, editing=editing)
     rt = _rt()
     try:
         if request.form.get("action") == "preview":
             with rt.session() as db:
                 previews = preview(db, draft, rt.settings.default_locale)
-            return _compose_page(form, previews=previews)
-        broadcast_id = save_draft(rt, draft, actor=_actor())
+            return _compose_page(form, previews=previews, editing=editing)
+        broadcast_id = save(draft)
+    except NotADraft as error:
+        flash(str(error), "error")
+        return redirect(url_for("broadcasts.progress_page", broadcast_id=editing)), 303
     except BroadcastError as error:
-        return _compose_page(form, 422, error=str(error))
+        return _compose_page(form, 422, error=str(error), editing=editing)
     flash(_("The draft is saved. Check it, then send it."), "info")
     return redirect(url_for("broadcasts.draft", broadcast_id=broadcast_id))
+
+
+@bp.route("/drafts")
+@roles(*WRITERS)
+def drafts_page():
+    with _rt().session() as db:
+        return render_template("pages/broadcast_drafts.html", drafts=drafts(db))
+
+
+@bp.route("/<int:broadcast_id>/edit", methods=["GET", "POST"])
+@roles(*WRITERS)
+def edit(broadcast_id: int):
+    """The compose form again, filled in from the draft; only a draft can be edited."""
+    rt = _rt()
+    with rt.session() as db:
+        broadcast = db.get(Broadcast, broadcast_id) or abort(404)
+        if broadcast.status != BroadcastStatus.DRAFT:
+            return _not_a_draft(broadcast)
+        values = draft_values(broadcast, rt.settings.default_locale, rt.settings.timezone)
+    if request.method == "POST":
+        return _submit(lambda draft: _edit(broadcast_id, draft), editing=broadcast_id)
+    return _compose_page(ComposeForm(values=values), editing=broadcast_id)
+
+
+def _not_a_draft(broadcast: Broadcast):
+    """Approved, sent or cancelled: say so, change nothing, show where the notice is."""
+    status = BROADCAST_STATUS_LABELS.get(broadcast.status, broadcast.status)
+    flash(_("Only a draft can be changed. This notice is: %(status)s.", status=status), "error")
+    return redirect(url_for("broadcasts.progress_page", broadcast_id=broadcast.id)), 303
+
+
+def _edit(broadcast_id: int, draft: NoticeDraft) -> int:
+    edit_draft(_rt(), broadcast_id, draft, actor=_actor())
+    return broadcast_id
+
+
+@bp.route("/<int:broadcast_id>/delete", methods=["GET", "POST"])
+@roles(*WRITERS)
+def delete(broadcast_id: int):
+    """GET asks to confirm (works without JavaScript); POST deletes the draft."""
+    rt = _rt()
+    with rt.session() as db:
+        broadcast = db.get(Broadcast, broadcast_id) or abort(404)
+        if broadcast.status != BroadcastStatus.DRAFT:
+            return _not_a_draft(broadcast)
+        if request.method == "GET":
+            return render_template("pages/broadcast_delete.html", broadcast=broadcast)
+    try:
+        title = delete_draft(rt, broadcast_id, actor=_actor())
+    except BroadcastError as error:  # approved or deleted meanwhile
+        flash(str(error), "error")
+        return redirect(url_for("broadcasts.progress_page", broadcast_id=broadcast_id)), 303
+    flash(_("The draft “%(title)s” is deleted.", title=title), "info")
+    return redirect(url_for("broadcasts.drafts_page")), 303
 
 
 @bp.route("/<int:broadcast_id>")
@@ -176,7 +257,10 @@ def draft(broadcast_id: int):
             broadcast=broadcast,
             previews=preview_broadcast(broadcast, rt.settings.default_locale),
             reach=audience_estimate(db, broadcast, rt.settings),
-            refusal=approval_refusal(broadcast, _actor(), four_eyes=four_eyes),
+            refusal=approval_refusal(
+                broadcast, _actor(), four_eyes=four_eyes, authors=draft_authors(db, broadcast_id)
+            ),
+            fingerprint=content_fingerprint(broadcast),
             locales=rt.settings.locales,
             default_locale=rt.settings.default_locale,
         )
@@ -187,7 +271,9 @@ def draft(broadcast_id: int):
 def approve(broadcast_id: int):
     rt = _rt()
     try:
-        start_draft(rt, broadcast_id, actor=_actor())
+        # The fingerprint of the draft as the page showed it: an edit since then refuses.
+        fingerprint = request.form.get("fingerprint") or None
+        start_draft(rt, broadcast_id, actor=_actor(), fingerprint=fingerprint)
     except SavedNotQueued:
         flash(_("Approved. The queue is unavailable; sending starts when it is back."), "error")
     except BroadcastError as error:

@@ -1,6 +1,6 @@
 """The compose form of the staff console: from the posted fields to a NoticeDraft, with an
-error per field a person can fix. The notice's own rules are checked again by
-hub.broadcasts.create_broadcast when it is saved."""
+error per field a person can fix (for a new notice and for editing a draft alike). The
+notice's own rules are checked again by hub.broadcasts when it is saved."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from flask_babel import gettext as _
 from werkzeug.datastructures import MultiDict
 
 from hub.broadcasts import MAX_TITLE, NoticeDraft
-from hub.models import ChannelPolicy, Priority
+from hub.models import Broadcast, ChannelPolicy, Priority
 
 LOCAL_INPUT = "%Y-%m-%dT%H:%M"  # what <input type="datetime-local"> posts
 
@@ -78,6 +78,36 @@ def parse_compose(
         scheduled_at=scheduled_at,
         sms_transliterate=form.get("sms_transliterate") == "1",
     )
+
+
+def draft_values(broadcast: Broadcast, default_locale: str, timezone: str) -> MultiDict:
+    """A stored draft as the compose form would post it: the edit page starts from these,
+    and parse_compose reads them back into the same notice."""
+    values = MultiDict(
+        {
+            "title": broadcast.title,
+            "topic": broadcast.topic.slug,
+            "priority": broadcast.priority,
+            "channel_policy": broadcast.channel_policy,
+            "scheduled_at": _local_input(broadcast.scheduled_at, timezone),
+        }
+    )
+    values.setlist("areas", [area.slug for area in broadcast.areas])
+    for content in broadcast.contents:
+        values[f"body_{content.locale}"] = content.body
+        if content.locale != default_locale and content.title != broadcast.title:
+            values[f"title_{content.locale}"] = content.title
+    if broadcast.sms_transliterate:
+        values["sms_transliterate"] = "1"
+    return values
+
+
+def _local_input(utc: datetime | None, timezone: str) -> str:
+    """Naive UTC as the city's wall-clock time, the way <input type="datetime-local"> shows it."""
+    if utc is None:
+        return ""
+    local = utc.replace(tzinfo=ZoneInfo("UTC")).astimezone(ZoneInfo(timezone))
+    return local.strftime(LOCAL_INPUT)
 
 
 def _title(raw: str, name: str, errors: dict, required: bool = True) -> str:
