@@ -23,14 +23,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, object_session
 
 from hub import queues, runtime
-from hub.adapters import CHANNEL_ADAPTERS
+from hub.channel_order import ranked_contact_points
 from hub.clock import utcnow
 from hub.delivery import announce_emergency, finish_if_done
 from hub.models import (
     Broadcast,
     BroadcastStatus,
     ChannelPolicy,
-    ContactPoint,
     Delivery,
     DeliveryStatus,
     Priority,
@@ -177,30 +176,14 @@ def audience_rows(
     broadcast: Broadcast, lo: int, hi: int, now: datetime, locales, quiet_ends, settings
 ):
     """SELECT of the deliveries planning would insert for residents lo <= id < hi; also what
-    the staff console counts before sending (hub.audience)."""
-    cp = ContactPoint
-    partition = (
-        [cp.resident_id]
-        if broadcast.channel_policy == ChannelPolicy.PREFERRED
-        else [cp.resident_id, cp.channel]
-    )
-    usable = (
-        select(
-            cp.id,
-            cp.resident_id,
-            cp.channel,
-            func.row_number().over(partition_by=partition, order_by=(cp.rank, cp.id)).label("rn"),
-        )
-        .where(
-            cp.verified.is_(True),
-            cp.active.is_(True),
-            cp.opted_out_at.is_(None),
-            cp.channel.in_(tuple(CHANNEL_ADAPTERS)),
-            cp.resident_id >= lo,
-            cp.resident_id < hi,
-        )
-        .subquery()
-    )
+    the staff console counts before sending (hub.audience). Which addresses, in which order:
+    hub.channel_order (the resident's own order for the notice's topic, if any)."""
+    usable = ranked_contact_points(
+        broadcast.topic_id,
+        emergency=broadcast.priority == Priority.EMERGENCY,
+        residents=lambda resident_id: and_(resident_id >= lo, resident_id < hi),
+        per_channel=broadcast.channel_policy != ChannelPolicy.PREFERRED,
+    ).subquery()
     r = Resident
     locale = case((r.locale.in_(locales), r.locale), else_=literal(settings.default_locale))
     not_before = (

@@ -30,7 +30,7 @@ from hub.models import (
     Topic,
 )
 from hub.portal import contact_points, forget_contact
-from hub.preferences import clock_time
+from hub.preferences import clock_time, forget_topic_channels, own_orders_by_slug
 from hub.rendering import content_for
 
 ERASED = "account deleted by the resident"
@@ -70,6 +70,10 @@ def export(session: Session, resident_id: int, default_locale: str) -> dict:
                 .where(Subscription.resident_id == resident_id)
                 .order_by(Topic.slug, Area.slug)
             )
+        ],
+        "topic_channels": [
+            {"topic": slug, "channels": channels}
+            for slug, channels in sorted(own_orders_by_slug(session, resident_id).items())
         ],
         "consent_records": [
             {"action": r.action, "scope": r.scope, "source": r.source, "at": _iso(r.created_at)}
@@ -140,6 +144,7 @@ def erase(session: Session, resident_id: int, now: datetime | None = None) -> No
         session.execute(delete(OneTimeCode).where(OneTimeCode.address.in_(addresses)))
     session.execute(delete(LinkToken).where(LinkToken.resident_id == resident_id))
     session.execute(delete(Subscription).where(Subscription.resident_id == resident_id))
+    forget_topic_channels(session, resident_id)
     for contact in contacts:
         forget_contact(contact, ERASED)
     _anonymise_conversations(session, resident_id)

@@ -1,7 +1,8 @@
 """A resident's choices, as planning reads them: topics and areas (Subscription rows, one per
 topic in each chosen area), their local community (Resident.area_id: emergencies there reach
 them whatever they follow), quiet hours (Resident.quiet_start/end; emergencies ignore them) and
-language (Resident.locale: the language of the notices they get)."""
+language (Resident.locale: the language of the notices they get), and for any topic they follow
+their own channel order (ResidentTopicChannel rows, read by hub.channel_order)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,20 @@ from flask_babel import ngettext
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
+from hub.channel_order import channels_in_effect, usable
 from hub.clock import utcnow
 from hub.contacts import InvalidAddress, parse_quiet_hours
-from hub.models import Area, ConsentRecord, Resident, Subscription, Topic
+from hub.i18n import CHANNEL_LABELS
+from hub.models import (
+    CHANNELS,
+    Area,
+    ConsentRecord,
+    ContactPoint,
+    Resident,
+    ResidentTopicChannel,
+    Subscription,
+    Topic,
+)
 from hub.portal import PortalError
 
 MAX_NAME = 200
@@ -80,11 +92,119 @@ def save_preferences(
     resident.quiet_start, resident.quiet_end = quiet or (None, None)
     _record_topic_consent(session, resident_id, topics, now)
     session.execute(delete(Subscription).where(Subscription.resident_id == resident_id))
+    forget_topic_channels(session, resident_id, keep=topics)
     rows = [
         {"resident_id": resident_id, "topic_id": t, "area_id": a} for t in topics for a in areas
     ]
     if rows:
         session.execute(insert(Subscription), rows)
+
+
+@dataclass
+class TopicChannels:
+    """A followed topic's channels: the resident's own order ([] = their usual order) and
+    what a notice on it would try now."""
+
+    topic: Topic
+    own: list[str]
+    in_effect: list[str]
+
+
+def topic_channels_of(session: Session, resident_id: int) -> list[TopicChannels]:
+    """One entry per topic the resident follows, by slug."""
+    own = _own_orders(session, resident_id)
+    topics = session.scalars(
+        select(Topic)
+        .where(
+            Topic.id.in_(
+                select(Subscription.topic_id).where(Subscription.resident_id == resident_id)
+            )
+        )
+        .order_by(Topic.slug)
+    )
+    return [
+        TopicChannels(t, own.get(t.id, []), channels_in_effect(session, resident_id, t.id))
+        for t in topics
+    ]
+
+
+def own_orders_by_slug(session: Session, resident_id: int) -> dict[str, list[str]]:
+    """The resident's own channel orders, {topic slug: channels, first first}."""
+    slugs = dict(session.execute(select(Topic.id, Topic.slug)).all())
+    return {slugs[t]: channels for t, channels in _own_orders(session, resident_id).items()}
+
+
+def _own_orders(session: Session, resident_id: int) -> dict[int, list[str]]:
+    rows = session.execute(
+        select(ResidentTopicChannel.topic_id, ResidentTopicChannel.channel)
+        .where(ResidentTopicChannel.resident_id == resident_id)
+        .order_by(ResidentTopicChannel.topic_id, ResidentTopicChannel.rank)
+    )
+    orders: dict[int, list[str]] = {}
+    for topic_id, channel in rows:
+        orders.setdefault(topic_id, []).append(channel)
+    return orders
+
+
+def usable_channels(session: Session, resident_id: int) -> list[str]:
+    """The channels the resident has an address notices can go to, in their usual order."""
+    rows = session.scalars(
+        select(ContactPoint.channel)
+        .where(ContactPoint.resident_id == resident_id, usable())
+        .order_by(ContactPoint.rank, ContactPoint.id)
+    )
+    return list(dict.fromkeys(rows))
+
+
+def save_topic_channels(
+    session: Session, resident_id: int, topic_id: int, channels: list[str] | None
+) -> None:
+    """Store the resident's own channel order for a topic they follow (None or []: back to
+    their usual order). Raises PortalError and changes nothing when a channel is unknown,
+    repeated or has no confirmed address, or the topic is not followed."""
+    followed = session.scalar(
+        select(Subscription.topic_id)
+        .where(Subscription.resident_id == resident_id, Subscription.topic_id == topic_id)
+        .limit(1)
+    )
+    if followed is None:
+        raise PortalError(_("You do not follow this topic. Choose it under your topics first."))
+    channels = channels or []
+    if any(c not in CHANNELS for c in channels):
+        raise PortalError(_("One of the channels chosen does not exist."))
+    if len(set(channels)) != len(channels):
+        raise PortalError(_("Give each channel its own place in the order."))
+    reachable = usable_channels(session, resident_id)
+    missing = [c for c in channels if c not in reachable]
+    if missing:
+        raise PortalError(
+            _(
+                "You have no confirmed address for %(channel)s. Add one under your addresses"
+                " first.",
+                channel=str(CHANNEL_LABELS[missing[0]]),
+            )
+        )
+    forget_topic_channels(session, resident_id, only=topic_id)
+    if channels:
+        session.execute(
+            insert(ResidentTopicChannel),
+            [
+                {"resident_id": resident_id, "topic_id": topic_id, "channel": c, "rank": rank}
+                for rank, c in enumerate(channels, start=1)
+            ],
+        )
+
+
+def forget_topic_channels(
+    session: Session, resident_id: int, *, only: int | None = None, keep: set[int] | None = None
+) -> None:
+    """Delete the resident's own orders: of one topic, or of every topic not kept."""
+    query = delete(ResidentTopicChannel).where(ResidentTopicChannel.resident_id == resident_id)
+    if only is not None:
+        query = query.where(ResidentTopicChannel.topic_id == only)
+    if keep is not None:
+        query = query.where(ResidentTopicChannel.topic_id.not_in(keep))
+    session.execute(query)
 
 
 def choices(session: Session) -> tuple[list[Area], list[Topic]]:

@@ -232,6 +232,17 @@ def test_the_link_signs_in_once_and_only_when_its_button_is_pressed(seeded, smtp
     assert third.get("/me/link/not-a-token").status_code == 404
 
 
+def test_a_head_request_for_the_link_signs_in_nobody(seeded, smtp, client, app):
+    """Mail scanners send HEAD too: it must not use up the link (CSRF does not cover HEAD)."""
+    _ask_code(client, seeded)
+    path = _link_in(_last_mail(smtp)["body"])
+    scanner = app.test_client()
+    assert scanner.head(path).status_code == 200
+    assert scanner.get("/me/").status_code == 302
+    page = client.get(path)
+    assert client.post(path, data={"csrf_token": _token(page.text)}).status_code == 302
+
+
 def test_asking_for_codes_is_rate_limited_per_address_and_per_client(seeded, client):
     for _ in range(5):
         assert _post(client, "/me/signin", {"address": EMAIL}).status_code == 302

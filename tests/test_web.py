@@ -36,6 +36,7 @@ PUBLIC_ON_PURPOSE = {
     "portal.signin",  # residents sign in (and up) with a code sent to them
     "portal.enter_code",
     "portal.link",  # the link in that code's message: its token is the key
+    "portal.service_worker",  # a static file, served under /me/ for its scope
 }
 
 

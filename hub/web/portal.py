@@ -46,7 +46,15 @@ from hub.portal_notices import (
     thread_of,
     write,
 )
-from hub.preferences import Preferences, choices, preferences_of, save_preferences
+from hub.preferences import (
+    Preferences,
+    choices,
+    preferences_of,
+    save_preferences,
+    save_topic_channels,
+    topic_channels_of,
+    usable_channels,
+)
 from hub.rendering import content_for, paragraphs
 from hub.web import RESIDENT_SESSION_KEY, current_resident, local_path, public, resident
 
@@ -233,6 +241,58 @@ def _preferences_from(form) -> Preferences:
     )
 
 
+@bp.route("/preferences/channels")
+@resident
+def topic_channels():
+    return _topic_channels_page()
+
+
+@bp.route("/preferences/channels/<int:topic_id>", methods=["POST"])
+@resident
+def save_topic_channel_order(topic_id: int):
+    try:
+        wanted = _topic_channels_from(request.form)
+        with _rt().session() as db:
+            save_topic_channels(db, current_resident(), topic_id, wanted)
+    except PortalError as exc:
+        return _topic_channels_page(str(exc), topic_id)
+    flash(_("Your choices are saved."), "info")
+    return redirect(url_for("portal.topic_channels"))
+
+
+def _topic_channels_page(error: str | None = None, error_topic: int | None = None):
+    with _rt().session() as db:
+        context = {
+            "topics": topic_channels_of(db, current_resident()),
+            "usual": usable_channels(db, current_resident()),
+            "error": error,
+            "error_topic": error_topic,
+            "form": request.form,
+        }
+    return render_template("portal/topic_channels.html", **context), 422 if error else 200
+
+
+def _topic_channels_from(form) -> list[str] | None:
+    """The form's channels in the order chosen, or None for the usual order."""
+    unexpected = PortalError(_("The form was not filled in as expected. Try again."))
+    mode = form.get("mode", "")
+    positions = {}
+    for key, value in form.items(multi=True):
+        if key.startswith("position-") and value:
+            if not value.isdigit():
+                raise unexpected
+            positions[key.removeprefix("position-")] = int(value)
+    if mode not in ("usual", "own"):
+        raise unexpected
+    if mode == "usual":
+        return None
+    if not positions:
+        raise PortalError(_("Choose at least one channel for this topic, or use your usual order."))
+    if len(set(positions.values())) != len(positions):
+        raise PortalError(_("Give each channel its own place in the order."))
+    return sorted(positions, key=positions.__getitem__)
+
+
 # -- contact points ---------------------------------------------------------------------------
 
 
@@ -346,6 +406,17 @@ def add_push():
     except PortalError as exc:
         return jsonify(error=str(exc)), 422
     return jsonify(id=contact_id), 201
+
+
+@bp.route("/sw.js")
+@public
+def service_worker():
+    """The push service worker, served from /me/ so that its scope covers the portal's pages:
+    a worker's scope is at most its own folder, and `navigator.serviceWorker.ready` in a page
+    waits for a worker whose scope covers that page (one under /static/ never would)."""
+    response = current_app.send_static_file("portal-sw.js")
+    response.headers["Cache-Control"] = "no-cache"  # a new version reaches browsers at once
+    return response
 
 
 # -- notices and messages ---------------------------------------------------------------------
