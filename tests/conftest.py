@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
 
@@ -71,11 +73,16 @@ def _fresh_database(template: str, instance: Path) -> str:
 
 @pytest.fixture
 def settings(tmp_path, migrated_template, redis_url) -> Settings:
-    instance = tmp_path / "instance"
+    return fresh_settings(tmp_path / "instance", migrated_template, redis_url)
+
+
+def fresh_settings(instance: Path, template: str, redis_url: str) -> Settings:
+    """A test hub's settings on an empty database (also for module-scoped worlds, such as
+    tests/browser/test_every_page.py's)."""
     instance.mkdir()
     return Settings(
         instance_path=instance,
-        database_url=_fresh_database(migrated_template, instance),
+        database_url=_fresh_database(template, instance),
         redis_url=redis_url,
         secret_key="test-secret-key-not-for-production",
         base_url="http://hub.test",
@@ -88,6 +95,13 @@ def settings(tmp_path, migrated_template, redis_url) -> Settings:
 
 @pytest.fixture
 def app(settings):
+    with running_app(settings) as application:
+        yield application
+
+
+@contextmanager
+def running_app(settings: Settings) -> Iterator[Flask]:
+    """The app on `settings` with an empty Redis, its context pushed; cleaned up after."""
     application = create_app(settings)
     application.config.update(TESTING=True)
     rt = application.extensions["hub"]
@@ -148,16 +162,25 @@ def live_base_url(settings) -> str:
 @pytest.fixture
 def live_server(app, live_base_url) -> Iterator[str]:
     """The web app on a real socket, for providers that call back (status callbacks)."""
+    with serving(app, live_base_url):
+        yield live_base_url
+
+
+@contextmanager
+def serving(app: Flask, base_url: str) -> Iterator[None]:
+    """Serve `app` with waitress on base_url's port, in a thread, until the block ends."""
     import threading
 
     import waitress
 
-    port = int(live_base_url.rsplit(":", 1)[1])
+    port = int(base_url.rsplit(":", 1)[1])
     server = waitress.create_server(app, host="127.0.0.1", port=port, threads=4)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    yield live_base_url
-    server.close()
+    yield
+    # Close every socket from the server's own thread (a thunk through its trigger): closed
+    # from here they race its select() (EBADF), and its trigger left open keeps it looping.
+    server.trigger.pull_trigger(lambda: [d.close() for d in list(server._map.values())])
     thread.join(timeout=5)
 
 
