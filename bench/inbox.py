@@ -418,6 +418,8 @@ class InboundBench:
             "conversations": self.count(select(func.count()).select_from(Conversation)),
             "residents_with_duplicate_conversations": self.duplicate_threads(),
             "cpu_seconds": cpu,
+            # Less at the mercy of what else runs on the machine than the latencies are.
+            "worker_cpu_ms_per_event": self.cpu_per_event(cpu["workers"]),
         }
         result["pass"] = bool(
             latency
@@ -510,6 +512,15 @@ class InboundBench:
                     if ERROR_LINE.match(line):
                         found[f"{log.stem}: {line.strip()[:160]}"] += 1
         return dict(found.most_common(8))
+
+    def cpu_per_event(self, worker_cpu_s: float) -> float | None:
+        """Worker CPU milliseconds per event processed (warm-up included, as in the CPU)."""
+        done = self.count(
+            select(func.count())
+            .select_from(InboundEvent)
+            .where(InboundEvent.processed_at.is_not(None))
+        )
+        return round(1000 * worker_cpu_s / done, 2) if done else None
 
     def count(self, query) -> int:
         with self.rt.session() as session:

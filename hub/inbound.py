@@ -1,18 +1,31 @@
 """Inbound events: every webhook call and received e-mail is stored raw first, once per
 provider id (a provider that retries creates nothing new), answered fast, and processed by a
-job on the `high` queue, which hands the message to hub.conversations.receive()."""
+job on the `high` queue, which hands the message to hub.conversations.receive().
+
+The jobs drain in batches: storing an event asks for a drain job unless one is already
+waiting, and a drain takes every waiting event (oldest first, up to BATCH at a time, in one
+transaction), so at 200 replies a second a worker runs a few jobs and commits a second, not
+200. A lone reply still starts a drain at once. Two drains at once never take the same event
+(PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: one writer, so one drain at a time), and never
+reorder one sender's messages: an event whose sender has an older one in another drain's hands
+waits for it. A worker that dies mid-batch leaves its events unprocessed (the transaction never
+commits) and the sweeper asks for a drain again."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import NamedTuple
 from urllib.parse import parse_qs
 
 from flask_babel import force_locale
 from flask_babel import gettext as _
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from channels.mailparse import InboundEmail, delivery_id_from_message_id, parse_inbound
@@ -23,7 +36,20 @@ from hub.models import ContactPoint, Delivery, DeliveryStatus, InboundEvent
 from hub.status import address_is_dead
 from hub.tokens import read_token
 
+log = logging.getLogger("hub.inbound")
+
 PROCESS_JOB = "hub.inbound.process_event"
+DRAIN_JOB = "hub.inbound.drain"
+DRAIN_KEY = "hub:inbound:drain"  # the id of the drain job waiting in the queue, if any
+DRAIN_RUNNING = "inbound-drain"  # heartbeat (queues.mark_running) of the drains at work
+DRAIN_KEY_TTL_S = 300  # a lost waiting drain stops blocking new ones after this (sweeper: sooner)
+BATCH = 25  # events per transaction, at most
+# And no more work than this in one: its first reply is visible only at commit. On SQLite a
+# batch holds the one write lock, which the webhooks storing events wait for.
+BATCH_S = {"sqlite": 0.02, "postgresql": 0.05}
+DRAIN_BUDGET_S = 2.0  # then the drain hands its worker back (an emergency may be waiting)
+WAIT_FOR_OTHER_DRAIN_S = 10  # at most, for another drain holding an older event of a sender
+FAILED = "failed: "  # outcome prefix of an event whose processing raised (left unprocessed)
 
 
 def accept(
@@ -34,8 +60,19 @@ def accept(
         event_id = store(session, channel, provider_event_id, payload, meta)
     if event_id is None:
         return False
-    enqueue(rt, event_id)
+    request_drain(rt)
     return True
+
+
+def request_drain(rt: runtime.Runtime) -> bool:
+    """Make sure a drain will run after now; True if this call queued one. Called after the
+    event is committed: a drain already waiting starts later and so sees it."""
+    return queues.enqueue_single(rt.redis, "high", DRAIN_JOB, DRAIN_KEY, DRAIN_KEY_TTL_S)
+
+
+def drain_live(rt: runtime.Runtime) -> bool:
+    """Is a drain waiting in the queue or at work (for the sweeper)?"""
+    return queues.single_live(rt.redis, DRAIN_KEY, DRAIN_RUNNING)
 
 
 def job_id(event_id: int) -> str:
@@ -43,6 +80,7 @@ def job_id(event_id: int) -> str:
 
 
 def enqueue(rt: runtime.Runtime, event_id: int) -> None:
+    """One event's own job: the sweeper's retry of an event whose processing failed."""
     queues.enqueue_once(rt.redis, "high", PROCESS_JOB, (event_id,), job_id(event_id))
 
 
@@ -63,20 +101,177 @@ def store(session: Session, channel: str, provider_event_id: str, payload: bytes
     return event.id
 
 
-def process_event(event_id: int) -> str:
-    """RQ job: process one stored event (once; a second run finds it processed)."""
+def drain() -> str:
+    """RQ job: process waiting events, a batch per transaction, until none is left that no
+    other drain holds, or the time budget is spent (then another drain is queued)."""
     rt = runtime.current()
+    queues.single_started(rt.redis, DRAIN_KEY)  # events stored from now on queue a new drain
+    deadline = time.monotonic() + DRAIN_BUDGET_S
+    # SQLite: one batch a job. A batch holds the one write lock; the webhooks waiting for it
+    # (sleeping in SQLite's back-off) get it between jobs, not in a loop's instant between
+    # two batches.
+    one_batch = rt.engine.dialect.name == "sqlite"
+    processed = 0
+    try:
+        while True:
+            queues.mark_running(rt.redis, DRAIN_RUNNING, rt.settings.claim_ttl_s)
+            batch = process_batch(rt, BATCH)
+            processed += len(batch.processed)
+            if len(batch.claimed) < BATCH and not batch.waiting_for and not batch.left:
+                break
+            if one_batch or time.monotonic() > deadline:
+                request_drain(rt)
+                break
+            if batch.waiting_for and not _wait_for(rt, batch.waiting_for):
+                request_drain(rt)
+                break
+    finally:
+        queues.clear_running(rt.redis, DRAIN_RUNNING)
+    return f"{processed} events processed"
+
+
+def process_event(event_id: int) -> str:
+    """RQ job: process one stored event (once; a second run finds it processed). The sweeper
+    queues it for an event whose processing failed in a drain; it raises if it fails again,
+    so the failure shows in RQ's failed jobs."""
+    rt = runtime.current()
+    batch = process_batch(rt, 1, only=event_id)
+    if batch.failed:
+        raise RuntimeError(f"inbound event {event_id}: {batch.failed[0][1]}")
+    return batch.processed[0][1] if batch.processed else "already processed"
+
+
+@dataclass
+class Batch:
+    claimed: list[int] = field(default_factory=list)
+    processed: list[tuple[int, str]] = field(default_factory=list)  # (event id, outcome)
+    failed: list[tuple[int, str]] = field(default_factory=list)  # (event id, error)
+    waiting_for: list[int] = field(default_factory=list)  # other drains' older events
+    left: int = 0  # claimed, then left for the next batch (BATCH_S was spent)
+
+
+def process_batch(rt: runtime.Runtime, limit: int, only: int | None = None) -> Batch:
+    """Claim up to `limit` waiting events (or the one event `only`) and process them in one
+    transaction; then publish to the inbox pages and queue the answers, after the commit.
+
+    Savepoints cost two round trips an event, so a batch first runs without them; if an
+    event raises, the batch is rolled back and run again with one savepoint per event, so
+    that one spoils only itself."""
+    if only is None:
+        try:
+            return _process_batch(rt, limit, None, careful=False)
+        except Exception:
+            log.warning("an inbound batch failed; again, event by event", exc_info=True)
+    return _process_batch(rt, limit, only, careful=True)
+
+
+def _process_batch(rt: runtime.Runtime, limit: int, only: int | None, careful: bool) -> Batch:
+    batch, published, to_send = Batch(), {}, []
     with rt.session() as session:
-        event = session.get(InboundEvent, event_id)
-        if event is None or event.processed_at is not None:
-            return "already processed"
-        handled = HANDLERS[event.channel](rt, session, event)
-        event.processed_at, event.outcome = utcnow(), handled.outcome[:300]
-    if handled.conversation_id is not None:
-        live.publish(rt, "message", handled.conversation_id)
-    for message_id in handled.to_send:
+        events = _claim(session, limit, only)
+        batch.claimed = [e.id for e in events]
+        held = _senders_held_elsewhere(session, batch.claimed) if only is None else {}
+        ends = time.monotonic() + BATCH_S.get(session.get_bind().dialect.name, 0.05)
+        for i, event in enumerate(events):
+            if time.monotonic() > ends:
+                batch.left = len(events) - i  # in order: a sender's later ones are left too
+                break
+            sender = _sender(event.channel, event.payload, event.meta)
+            if sender is not None and sender in held:
+                # keep this sender's messages in order: later ones wait behind the older one
+                batch.waiting_for.append(held[sender])
+                continue
+            handled = _process_one(rt, session, event, batch, careful)
+            if handled is None:
+                continue
+            if handled.conversation_id is not None:
+                published[handled.conversation_id] = None
+            to_send.extend(handled.to_send)
+    for conversation_id in published:
+        live.publish(rt, "message", conversation_id)
+    for message_id in to_send:
         outbound.enqueue(rt, message_id)
-    return handled.outcome
+    return batch
+
+
+def _claim(session: Session, limit: int, only: int | None) -> Sequence[InboundEvent]:
+    """Oldest first, skipping events another drain holds (PostgreSQL). SQLite ignores FOR
+    UPDATE; a write as the transaction's first statement takes its one write lock there, so
+    a second drain waits for this one to commit and then finds these events processed."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(update(InboundEvent).where(InboundEvent.id < 0).values(outcome=None))
+    query = select(InboundEvent).where(InboundEvent.processed_at.is_(None))
+    if only is not None:
+        return session.scalars(query.where(InboundEvent.id == only).with_for_update()).all()
+    query = query.where(InboundEvent.outcome.is_(None)).order_by(InboundEvent.id).limit(limit)
+    return session.scalars(query.with_for_update(skip_locked=True)).all()
+
+
+def _senders_held_elsewhere(session: Session, claimed: list[int]) -> dict[str, int]:
+    """Sender -> the oldest of their events older than ours that we did not claim (another
+    drain holds it, or it was stored after our claim): ours from that sender must wait."""
+    if not claimed:
+        return {}
+    others = session.execute(
+        select(InboundEvent.id, InboundEvent.channel, InboundEvent.payload, InboundEvent.meta)
+        .where(
+            InboundEvent.processed_at.is_(None),
+            InboundEvent.outcome.is_(None),
+            InboundEvent.id < max(claimed),
+            InboundEvent.id.not_in(claimed),
+        )
+        .order_by(InboundEvent.id.desc())
+    ).all()
+    held = {}
+    for event_id, channel, payload, meta in others:  # newest first: the oldest one wins
+        sender = _sender(channel, payload, meta)
+        if sender is not None:
+            held[sender] = event_id
+    return held
+
+
+def _process_one(
+    rt, session: Session, event: InboundEvent, batch: Batch, careful: bool
+) -> Handled | None:
+    """Handle one event; `careful`: in a savepoint, and None if it raised (it stays
+    unprocessed, marked failed, for the sweeper to try again in a job of its own)."""
+    event_id = event.id
+    try:
+        with session.begin_nested() if careful else contextlib.nullcontext():
+            handled = HANDLERS[event.channel](rt, session, event)
+            event.processed_at, event.outcome = utcnow(), handled.outcome[:300]
+    except Exception as exc:
+        if not careful:
+            raise
+        # one bad event must not stop the others
+        log.exception("inbound event %s failed", event_id)
+        error = f"{FAILED}{type(exc).__name__}: {exc}"[:300]
+        session.execute(
+            update(InboundEvent).where(InboundEvent.id == event_id).values(outcome=error)
+        )
+        batch.failed.append((event_id, error))
+        return None
+    batch.processed.append((event_id, handled.outcome))
+    return handled
+
+
+def _wait_for(rt: runtime.Runtime, event_ids: list[int]) -> bool:
+    """Wait (holding nothing ourselves) until the drains holding these events commit; False
+    if they take too long (then a later drain carries on)."""
+    with rt.session() as session:
+        if session.get_bind().dialect.name != "postgresql":
+            return True
+        session.execute(select(func.set_config("lock_timeout", f"{WAIT_FOR_OTHER_DRAIN_S}s", True)))
+        try:
+            session.execute(
+                select(InboundEvent.id)
+                .where(InboundEvent.id.in_(event_ids))
+                .with_for_update(read=True)
+            ).all()
+        except OperationalError:
+            session.rollback()
+            return False
+    return True
 
 
 class Handled(NamedTuple):
@@ -96,8 +291,12 @@ def _received(result: conversations.Received) -> Handled:
 # -- SMS (Twilio) ----------------------------------------------------------------------------
 
 
+def _form(payload: bytes) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(payload.decode(), keep_blank_values=True).items()}
+
+
 def _sms(rt: runtime.Runtime, session: Session, event: InboundEvent) -> Handled:
-    form = {k: v[0] for k, v in parse_qs(event.payload.decode(), keep_blank_values=True).items()}
+    form = _form(event.payload)
     return _received(
         conversations.receive(
             session,
@@ -279,4 +478,35 @@ HANDLERS: dict[str, Callable[[runtime.Runtime, Session, InboundEvent], Handled]]
     "sms": _sms,
     "telegram": _telegram,
     "email": _email,
+}
+
+
+# -- who sent an event (per-sender order between drains) ---------------------------------------
+
+
+def _sender(channel: str, payload: bytes, meta: dict | None) -> str | None:
+    """The sender whose messages must be handled in the order received, or None when the
+    order does not matter (a bounce, an update without a chat, a payload we cannot read)."""
+    try:
+        address = SENDERS[channel](payload, meta or {})
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return f"{channel}:{address}" if address else None
+
+
+def _telegram_chat(payload: bytes, _meta: dict) -> str | None:
+    update_ = json.loads(payload)
+    part = update_.get("message") or update_.get("edited_message") or update_.get("my_chat_member")
+    return str(part["chat"]["id"]) if part else None
+
+
+def _mail_from(_payload: bytes, meta: dict) -> str | None:
+    sender = (meta.get("mail_from") or "").strip("<>")
+    return sender.lower() or None  # the null sender: a bounce report
+
+
+SENDERS: dict[str, Callable[[bytes, dict], str | None]] = {
+    "sms": lambda payload, _meta: _form(payload).get("From"),
+    "telegram": _telegram_chat,
+    "email": _mail_from,
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
@@ -172,3 +173,34 @@ def enqueue_once(
     queue(connection, queue_name).enqueue_call(
         function, args=args, job_id=job_id, result_ttl=RESULT_TTL_S, **options
     )
+
+
+def enqueue_single(
+    connection: redis.Redis, queue_name: str, function: str, key: str, ttl_s: int
+) -> bool:
+    """Enqueue `function` unless such a job is already waiting in the queue; True if this call
+    enqueued it. `key` holds the waiting job's id until the job starts (single_started), so at
+    most one waits while others run; the TTL frees the key if Redis loses the job."""
+    job_id = f"{key.rpartition(':')[2]}-{uuid.uuid4().hex[:16]}"
+    if not connection.set(key, job_id, nx=True, ex=ttl_s):
+        return False
+    queue(connection, queue_name).enqueue_call(function, job_id=job_id, result_ttl=0)
+    return True
+
+
+def single_started(connection: redis.Redis, key: str) -> None:
+    """The waiting job of `key` has started: the next request queues a new one."""
+    connection.delete(key)
+
+
+def single_live(connection: redis.Redis, key: str, running_id: str) -> bool:
+    """Is a job of `key` waiting in its queue, or one heart-beating under `running_id`? A key
+    naming a job that is no longer waiting (Redis lost it) is dropped, so a request can
+    queue another at once."""
+    waiting = connection.get(key)
+    if waiting is not None:
+        [live] = live_jobs(connection, [waiting.decode()])
+        if live:
+            return True
+        connection.delete(key)
+    return bool(connection.exists(RUNNING_KEY.format(running_id)))

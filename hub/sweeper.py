@@ -167,8 +167,8 @@ def requeue_lost_conversation_work(rt: runtime.Runtime) -> int:
     sent, whose job is gone (Redis lost it, or was down when they were stored)."""
     before = utcnow() - timedelta(seconds=rt.settings.sweep_grace_s)
     with rt.session() as session:
-        events = session.scalars(
-            select(InboundEvent.id).where(
+        events = session.execute(
+            select(InboundEvent.id, InboundEvent.outcome).where(
                 InboundEvent.processed_at.is_(None), InboundEvent.received_at < before
             )
         ).all()
@@ -185,9 +185,15 @@ def requeue_lost_conversation_work(rt: runtime.Runtime) -> int:
                 NotifyNotification.created_at < before,
             )
         ).all()
+    # Waiting events need one drain (unless one is queued or at work); an event whose
+    # processing failed in a drain gets a job of its own, as answers do.
+    waiting = [i for i, outcome in events if outcome is None]
+    failed = [i for i, outcome in events if outcome is not None]
     lost = 0
+    if waiting and not inbound.drain_live(rt) and inbound.request_drain(rt):
+        lost = len(waiting)
     for ids, job_id, enqueue in (
-        (events, inbound.job_id, inbound.enqueue),
+        (failed, inbound.job_id, inbound.enqueue),
         (answers, outbound.job_id, outbound.enqueue),
         (api_messages, notifications.job_id, notifications.enqueue),
     ):
