@@ -2,11 +2,13 @@
 
 Two-phase DATA: an SMTP server keeps a message only once it reads the final "." of DATA, and
 discards the transaction if the connection drops before (RFC 5321 4.1.1.4). So each message is
-sent up to that dot; the caller records the waiting messages as sent in one database commit (a
-group commit: whatever is waiting at that moment); and the dots are written straight after, in
-the same step, with the job's signals held back. A worker killed before the commit leaves
-nothing at the server and its rows are sent again; after the commit, only three bytes per message
-remain to be written. Nobody gets a notice twice and nobody is skipped.
+sent up to that dot; the caller marks the waiting messages as sent in one database transaction
+(a group commit: whatever is waiting at that moment), which also tells which rows are still its
+own; the dots of those are written; and only then does the transaction commit, all in one step
+with the job's signals held back. The database never holds `sent` for a message whose dot was
+not written: a worker killed before the COMMIT leaves its rows uncommitted, and they are sent
+again. Only a kill in the microseconds between the last dot and the COMMIT leaving the process
+(or a COMMIT that fails) can make a message arrive twice; none is ever skipped.
 
 Connections work independently (no rounds): each takes the next message as soon as its last
 one is answered, so the server never idles while the database commits.
@@ -24,7 +26,7 @@ import socket
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from email.header import Header
 from email.utils import formataddr, formatdate, parseaddr
@@ -33,7 +35,12 @@ from functools import lru_cache
 import aiosmtplib
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
-from channels.base import FAILED, GONE, RETRY, Commit, Outcome, Report
+from channels.base import FAILED, GONE, RETRY, Outcome, Report
+
+# stage(provider ids by key) -> a context manager: it marks those rows sent in a transaction and
+# gives the keys whose rows the caller still owns; the transaction commits when the block ends,
+# after the dots of exactly those keys were written (or rolls back if the block raises).
+StagedCommit = Callable[[dict[int, str]], AbstractContextManager[set[int]]]
 
 
 @dataclass(frozen=True)
@@ -195,9 +202,9 @@ GATHER_S = 0.002  # how long a group commit may wait for more messages to join
 
 
 class _GroupCommit:
-    """Commits whatever messages wait, then writes their dots at once."""
+    """Marks whatever messages wait as sent, writes their dots, then commits."""
 
-    def __init__(self, commit: Commit, in_flight: Callable[[], int]):
+    def __init__(self, commit: StagedCommit, in_flight: Callable[[], int]):
         self.commit = commit
         self.in_flight = in_flight  # how many messages are on their way to the commit
         self.waiting: list[_Waiting] = []
@@ -222,15 +229,22 @@ class _GroupCommit:
                     await asyncio.wait_for(self.wakeup.wait(), left)
                 self.wakeup.clear()
             batch, self.waiting = self.waiting, []
-            for item, result in zip(batch, self._commit_and_dot(batch), strict=True):
+            try:
+                results = self._commit_and_dot(batch)
+            except Exception as exc:  # the database failed: so does the send, at once
+                for item in batch:
+                    item.done.set_exception(exc)
+                continue
+            for item, result in zip(batch, results, strict=True):
                 item.done.set_result(result)
 
     def _commit_and_dot(self, batch: list[_Waiting]) -> list[str]:
+        """Dots strictly between the UPDATE that finds the rows still ours and the COMMIT: a
+        COMMIT before the dots left a window (its round trip, and any time the process waited
+        for a CPU) in which a killed worker had rows recorded as sent that never left."""
         alive = {item.mail.key for item in batch if _alive(item.conn)}
-        with signals_deferred():
-            owned = self.commit(
-                {i.mail.key: i.mail.message_id for i in batch if i.mail.key in alive}
-            )
+        waiting = {i.mail.key: i.mail.message_id for i in batch if i.mail.key in alive}
+        with signals_deferred(), self.commit(waiting) as owned:
             results = []
             for item in batch:
                 if item.mail.key not in alive:
@@ -279,20 +293,24 @@ class SmtpSender:
         self._in_flight = 0  # messages between MAIL FROM and the commit
 
     async def send(
-        self, mails: AsyncIterator[OutgoingEmail], commit: Commit, report: Report
+        self, mails: AsyncIterator[OutgoingEmail], commit: StagedCommit, report: Report
     ) -> None:
         """Send every message `mails` yields; `report` gets each outcome except plain success
         after a commit (the commit already recorded those). See the module doc for `commit`."""
         group = _GroupCommit(commit, lambda: self._in_flight)
         committer = asyncio.create_task(group.run())
         source = _Source(mails)
+        lanes = [
+            asyncio.create_task(self._connection_loop(source, group, report))
+            for _ in range(self.concurrency)
+        ]
         try:
-            await asyncio.gather(
-                *(self._connection_loop(source, group, report) for _ in range(self.concurrency))
-            )
+            await asyncio.gather(*lanes)
         finally:
-            committer.cancel()
-            await asyncio.gather(committer, return_exceptions=True)
+            # After a failure, no lane may go on in this loop's next job with this one's rows.
+            for task in (*lanes, committer):
+                task.cancel()
+            await asyncio.gather(*lanes, committer, return_exceptions=True)
 
     async def _connection_loop(self, source: _Source, group: _GroupCommit, report: Report):
         conn: aiosmtplib.SMTP | None = None

@@ -14,10 +14,12 @@ is base64url (unpadded) of the 65-byte uncompressed point, which is what the bro
 `pushManager.subscribe({applicationServerKey})` takes. The key is parsed once per sender, and no
 error or outcome ever contains it.
 
-Two pywebpush habits matter: it writes `aud` (the push service's origin) into the claims dict it
-is given, so every call gets a fresh copy (one dict reused across push services would carry the
-first service's `aud` to the others, which refuse it); and its default TTL is 0 ("deliver only if
-the browser is online right now"), so every message sets its own."""
+Two pywebpush habits matter: given VAPID claims, it signs a new JWT for every message (an ECDSA
+signature, as costly as the rest of the hub's work on a message) and writes `aud` (the push
+service's origin) into the claims dict; so the sender signs the JWT itself, once per push
+service, and reuses it until an hour before it expires (RFC 8292 allows reuse; a JWT made for
+one service is never sent to another, which would refuse it). And its default TTL is 0
+("deliver only if the browser is online right now"), so every message sets its own."""
 
 from __future__ import annotations
 
@@ -47,6 +49,8 @@ ELLIPSIS = "…"
 URGENCIES = ("very-low", "low", "normal", "high")
 _TOPIC = re.compile(r"[A-Za-z0-9_-]{1,32}")  # RFC 8030 §5.4: at most 32 base64url characters
 MAX_ERROR_CHARS = 1000
+VAPID_VALID_S = 12 * 3600  # a signed JWT's lifetime (pywebpush's own choice; at most 24 h)
+VAPID_RENEW_S = 3600  # sign a new one when the last has less than this left
 
 
 @dataclass(frozen=True)
@@ -233,6 +237,7 @@ class PushSender:
             raise ValueError(f"VAPID subject {vapid_subject!r}: {exc}") from None
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._signed: dict[str, tuple[int, dict[str, str]]] = {}  # by audience: (exp, headers)
 
     async def __aenter__(self) -> PushSender:
         return self
@@ -267,16 +272,17 @@ class PushSender:
         return Outcome(msg.key, FAILED, error=error)
 
     async def _post(self, msg: OutgoingPush, payload: bytes) -> Outcome:
-        headers: dict[str, str | int | float] = {"Urgency": msg.urgency}
-        if msg.topic:
-            headers["Topic"] = msg.topic
         subscription = {"endpoint": msg.endpoint, "keys": {"p256dh": msg.p256dh, "auth": msg.auth}}
         try:
+            headers: dict[str, str | int | float] = {
+                **self._vapid_headers(msg.endpoint),
+                "Urgency": msg.urgency,
+            }
+            if msg.topic:
+                headers["Topic"] = msg.topic
             response = await webpush_async(
                 subscription,
                 data=payload,  # bytes go out as they are
-                vapid_private_key=self._vapid,
-                vapid_claims=dict(self._claims),  # fresh: pywebpush writes `aud` into it
                 ttl=msg.ttl_s,
                 headers=headers,
                 timeout=self.timeout,  # a ClientTimeout: a bare None would mean no timeout
@@ -295,6 +301,19 @@ class PushSender:
         except (ValueError, http_ece.ECEException, VapidException) as exc:
             return self._failed(msg, f"subscription not usable: {type(exc).__name__} {exc}")
         return await self._answer(msg, response)
+
+    def _vapid_headers(self, endpoint: str) -> dict[str, str]:
+        """The VAPID Authorization header for the push service of `endpoint` (its origin is
+        the JWT's audience), signed once and reused while it has an hour or more to live."""
+        url = urlsplit(endpoint)
+        audience = f"{url.scheme}://{url.netloc}"
+        now = int(time.time())
+        expires, headers = self._signed.get(audience, (0, {}))
+        if expires - now < VAPID_RENEW_S:
+            expires = now + VAPID_VALID_S
+            headers = self._vapid.sign({**self._claims, "aud": audience, "exp": expires})
+            self._signed[audience] = (expires, headers)
+        return headers
 
     async def _answer(self, msg: OutgoingPush, response: aiohttp.ClientResponse) -> Outcome:
         try:

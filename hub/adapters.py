@@ -16,7 +16,7 @@ from functools import cache
 from telegram.error import TelegramError
 
 from channels.base import Commit, Outcome, Report, send_each
-from channels.email import OutgoingEmail, SmtpSender, SmtpSettings
+from channels.email import OutgoingEmail, SmtpSender, SmtpSettings, StagedCommit
 from channels.gsm import sms_length
 from channels.sms import OutgoingSms, TwilioSender
 from channels.telegram import OutgoingTelegram, TelegramSender
@@ -106,7 +106,8 @@ class Adapter:
     rate_per_s: float
     burst: float = 0  # token bucket size; 0: one second's worth
     # The channel acts on which rows the commit found still its own (e-mail: writes the
-    # final dot only for those); others just record what the provider accepted.
+    # final dot only for those, before the commit; it gets a StagedCommit); others just
+    # record what the provider accepted.
     commit_tells_ownership = False
 
     def __init__(self, context: SendContext):
@@ -153,7 +154,7 @@ class EmailAdapter(Adapter):
             unsubscribe_url=unsubscribe,
         )
 
-    async def send(self, rows: AsyncIterator[ClaimedRow], commit: Commit, report: Report):
+    async def send(self, rows: AsyncIterator[ClaimedRow], commit: StagedCommit, report: Report):
         async def mails():
             async for row in rows:
                 yield self.outgoing(row)

@@ -10,15 +10,33 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
+from functools import cache
 from itertools import groupby
 
-from sqlalchemy import and_, bindparam, case, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Connection,
+    and_,
+    bindparam,
+    cast,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, aliased
 
 from channels import base as outcome
 from hub import callbacks, queues, runtime
 from hub.adapters import CHANNEL_ADAPTERS, Adapter, ClaimedRow, SendContext
+from hub.channel_order import ranked_contact_points
 from hub.clock import utcnow
 from hub.models import (
     Broadcast,
@@ -35,6 +53,7 @@ from hub.rendering import ensure_renderings, renderings_of
 # A job that would wait longer than this for one rate token gives its rows back and comes back
 # when the token is there.
 MAX_TOKEN_WAIT_S = 2.0
+TAKE_AHEAD_S = 0.1  # rate tokens are taken for up to this long ahead (see send_channel)
 CLAIM_KEY = "hub:claim:{}"
 EMERGENCY_KEY = "hub:emergency-sending"  # while it lives, other jobs yield their worker
 EMERGENCY_CHECK_S = 0.5
@@ -96,6 +115,7 @@ class ChunkJob:
         self.started = time.monotonic()
         self.last_beat = 0.0
         self.last_emergency_check = 0.0
+        self.connection: Connection | None = None  # a send's group commits (group_connection)
 
     def run(self) -> dict:
         with self.rt.session() as session:
@@ -206,15 +226,19 @@ class ChunkJob:
         """Hand rows to the channel as rate tokens allow, until done or told to stop."""
         bucket = TokenBucket(self.rt.redis, adapter.channel, adapter.rate_per_s, adapter.burst)
 
+        # Tokens for this many messages at a time: one Redis call per `concurrency` messages
+        # at most, per TAKE_AHEAD_S of the rate when that is more (a burst caps the grant).
+        ahead_n = max(adapter.concurrency, int(adapter.rate_per_s * TAKE_AHEAD_S))
+
         async def paced():
             tokens, position = 0, 0
             while position < len(rows):
+                if self.should_stop():
+                    self.release(rows[position:], 0)
+                    return
                 cost = adapter.cost(rows[position])
                 if tokens < cost:
-                    if self.should_stop():
-                        self.release(rows[position:], 0)
-                        return
-                    ahead = rows[position : position + adapter.concurrency]
+                    ahead = rows[position : position + ahead_n]
                     grant = bucket.take(sum(adapter.cost(r) for r in ahead) - tokens)
                     tokens += grant.granted
                     if tokens < cost:
@@ -227,8 +251,10 @@ class ChunkJob:
                 position += 1
                 yield rows[position - 1]
 
-        commit = self.commit_sent if adapter.commit_tells_ownership else self.commit_accepted
-        await adapter.send(paced(), commit, self.report)
+        # HTTP channels: the provider has the message already; record it at once.
+        commit = self.stage_sent if adapter.commit_tells_ownership else self.commit_sent
+        with self.group_connection():
+            await adapter.send(paced(), commit, self.report)
 
     def report(self, result: outcome.Outcome) -> None:
         """An outcome to write with the next commit (or when the job ends)."""
@@ -246,80 +272,60 @@ class ChunkJob:
         self.last_emergency_check = now
         return queues.emergency_pending(self.rt.redis, EMERGENCY_KEY)
 
-    def commit_sent(self, provider_ids: dict[int, str]) -> set[int]:
+    @contextmanager
+    def group_connection(self) -> Iterator[None]:
+        """One connection for all the group commits of a send: a group then costs no pool
+        checkout and no pre-ping round trip. On PostgreSQL its commits do not wait for the
+        WAL flush (synchronous_commit off, on this connection while it sends): every message
+        of a group waits for its COMMIT. A PostgreSQL crash may then forget the last few ms of
+        groups: those rows go back to `sending` and are sent again (at least once, never
+        lost); e-mail's dots are written before the COMMIT either way (see stage_sent)."""
+        if self.connection is not None:  # within a send already
+            yield
+            return
+        with self.rt.engine.connect() as connection:
+            unflushed = connection.dialect.name == "postgresql"
+            if unflushed:
+                connection.exec_driver_sql("SET synchronous_commit TO OFF")
+                connection.commit()
+            self.connection = connection
+            try:
+                yield
+            finally:
+                self.connection = None
+                if unflushed:
+                    _reset_synchronous_commit(connection)
+
+    @contextmanager
+    def stage_sent(self, provider_ids: dict[int, str]) -> Iterator[set[int]]:
         """Mark messages waiting for their final dot as sent, in one transaction with the
-        outcomes reported since the last commit; returns the ids this job still owns."""
+        outcomes reported since the last commit; yields the ids this job still owns, and
+        commits when the block ends: the caller writes those messages' dots inside it, so the
+        database never says `sent` for a message whose dot was not written (the dots wait
+        for the UPDATE's answer, not for the COMMIT's)."""
         now = utcnow()
         if time.monotonic() - self.last_beat > 1.0:
-            self.heartbeat()  # before, not after, the commit: nothing may delay the dots
+            self.heartbeat()  # before, not after, the UPDATE: nothing may delay the dots
         if self.outcomes:
             self.flush_outcomes()
-        # One statement on a plain connection: this runs for every group of messages.
-        with self.rt.engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                # Between COMMIT and its answer the rows are sent but the dots are not yet
-                # written: a worker killed then leaves messages marked sent that never left.
-                # Waiting for the WAL flush made that window milliseconds long (1 kill in 4
-                # lost a message); without it the answer comes at once. A PostgreSQL crash
-                # may then forget the last few ms of groups: those rows go back to `sending`
-                # and are sent again (at least once, never lost).
-                connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+        connection = self.connection
+        with connection.begin():
             owned = set(
                 connection.scalars(
-                    update(Delivery)
-                    .where(
-                        Delivery.id.in_(list(provider_ids)),
-                        Delivery.claim_id == self.claim_id,
-                        Delivery.status == DeliveryStatus.SENDING,
-                    )
-                    .values(
-                        status=DeliveryStatus.SENT,
-                        sent_at=now,
-                        attempts=Delivery.attempts + 1,
-                        error=None,
-                        provider_id=case(provider_ids, value=Delivery.id),
-                    )
-                    .returning(Delivery.id)
+                    _mark_sent(connection.dialect.name),
+                    {"provider_ids": provider_ids, "claim": self.claim_id, "now": now},
                 )
             )
             events = callbacks.record_delivery_statuses(connection, owned)
+            yield owned  # the row locks keep them ours until the COMMIT
         callbacks.enqueue(self.rt, events)
         self._count(DeliveryStatus.SENT, len(owned))
-        return owned
 
-    def commit_accepted(self, provider_ids: dict[int, str]) -> set[int]:
-        """Record messages a provider has already accepted (an HTTP channel) as sent. Unlike
-        commit_sent nothing waits on which rows are still ours, so this is one prepared
-        statement run for each row (executemany): no per-group SQL to build and compile."""
-        if time.monotonic() - self.last_beat > 1.0:
-            self.heartbeat()
-        if self.outcomes:
-            self.flush_outcomes()
-        now = utcnow()
-        statement = (
-            update(Delivery.__table__)
-            .where(
-                Delivery.__table__.c.id == bindparam("delivery_id"),
-                Delivery.__table__.c.claim_id == self.claim_id,
-                Delivery.__table__.c.status == DeliveryStatus.SENDING,
-            )
-            .values(
-                status=DeliveryStatus.SENT,
-                sent_at=now,
-                attempts=Delivery.__table__.c.attempts + 1,
-                error=None,
-                provider_id=bindparam("provider_id"),
-            )
-        )
-        with self.rt.engine.begin() as connection:
-            connection.execute(
-                statement,
-                [{"delivery_id": k, "provider_id": v} for k, v in provider_ids.items()],
-            )
-            events = callbacks.record_delivery_statuses(connection, provider_ids)
-        callbacks.enqueue(self.rt, events)
-        self._count(DeliveryStatus.SENT, len(provider_ids))
-        return set(provider_ids)
+    def commit_sent(self, provider_ids: dict[int, str]) -> set[int]:
+        """stage_sent with nothing to write in between (messages a provider has accepted
+        already); returns the ids this job still owns."""
+        with self.group_connection(), self.stage_sent(provider_ids) as owned:
+            return owned
 
     def _count(self, status: str, n: int = 1) -> None:
         self.counts[status] = self.counts.get(status, 0) + n
@@ -476,6 +482,42 @@ class ChunkJob:
             )
 
 
+@cache
+def _mark_sent(dialect_name: str):
+    """UPDATE … FROM the pairs of one JSON parameter {delivery id: provider id}: the rows of
+    a group this job still owns become `sent`, and come back. One statement whatever the
+    group's size, so nothing is built or compiled per group (PostgreSQL even prepares it);
+    building an IN list and a CASE per group cost more CPU than the rest of the commit."""
+    pairs_of = func.json_each_text if dialect_name == "postgresql" else func.json_each
+    pairs = pairs_of(bindparam("provider_ids", type_=JSON)).table_valued("key", "value")
+    return (
+        update(Delivery)
+        .where(
+            Delivery.id == cast(pairs.c.key, BigInteger),
+            Delivery.claim_id == bindparam("claim"),
+            Delivery.status == DeliveryStatus.SENDING,
+        )
+        .values(
+            status=DeliveryStatus.SENT,
+            sent_at=bindparam("now"),
+            attempts=Delivery.attempts + 1,
+            error=None,
+            provider_id=pairs.c.value,
+        )
+        .returning(Delivery.id)
+    )
+
+
+def _reset_synchronous_commit(connection: Connection) -> None:
+    """Back to the server's default before the connection returns to the pool."""
+    try:
+        connection.rollback()
+        connection.exec_driver_sql("RESET synchronous_commit")
+        connection.commit()
+    except DBAPIError:
+        connection.invalidate()  # broken anyway: the pool drops it
+
+
 def add_fallback(
     session: Session,
     broadcast_id: int,
@@ -484,26 +526,22 @@ def add_fallback(
     locale: str,
     default_locale: str,
 ) -> int | None:
-    """A delivery on the resident's next usable contact point not yet tried for this notice."""
+    """A delivery on the resident's next usable contact point not yet tried for this notice,
+    in the order planning chose the first one by (hub.channel_order)."""
+    broadcast = session.get(Broadcast, broadcast_id)
+    ranked = ranked_contact_points(
+        broadcast.topic_id,
+        emergency=broadcast.priority == Priority.EMERGENCY,
+        residents=lambda column: column == resident_id,
+    ).subquery()
     already = exists().where(
-        Delivery.broadcast_id == broadcast_id, Delivery.contact_point_id == ContactPoint.id
+        Delivery.broadcast_id == broadcast_id, Delivery.contact_point_id == ranked.c.id
     )
     candidate = session.execute(
-        select(ContactPoint.id, ContactPoint.channel)
-        .where(
-            ContactPoint.resident_id == resident_id,
-            ContactPoint.verified.is_(True),
-            ContactPoint.active.is_(True),
-            ContactPoint.opted_out_at.is_(None),
-            ContactPoint.channel.in_(tuple(CHANNEL_ADAPTERS)),
-            ~already,
-        )
-        .order_by(ContactPoint.rank, ContactPoint.id)
-        .limit(1)
+        select(ranked.c.id, ranked.c.channel).where(~already).order_by(ranked.c.rn).limit(1)
     ).first()
     if candidate is None:
         return None
-    broadcast = session.get(Broadcast, broadcast_id)
     ensure_renderings(session, broadcast, {(locale, candidate.channel)}, default_locale)
     return session.scalar(
         insert(Delivery)

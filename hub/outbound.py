@@ -9,6 +9,8 @@ the message is `failed` with the provider's words, and the agent's Retry sends i
 from __future__ import annotations
 
 import html
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from rq import Retry, get_current_job
 from sqlalchemy import select
@@ -144,11 +146,13 @@ async def _send_email(rt: runtime.Runtime, mail: OutgoingEmail) -> outcome.Outco
     async def one():
         yield mail
 
-    def commit(provider_ids: dict[int, str]) -> set[int]:
+    @contextmanager
+    def commit(provider_ids: dict[int, str]) -> Iterator[set[int]]:
+        # The message row is written after the send (one message: nothing to group).
+        yield set(provider_ids)
         results.extend(
             outcome.Outcome(k, outcome.SENT, provider_id=v) for k, v in provider_ids.items()
         )
-        return set(provider_ids)
 
     await smtp_sender(rt).send(one(), commit, results.append)
     failures = [r for r in results if r.status != outcome.SENT]
