@@ -25,8 +25,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# On SQLite and the embedded Redis every test process has its own: spread them over the cores.
+# One PostgreSQL test database (HUB_TEST_DATABASE_URL) takes one process at a time.
 test: translations lint
-	$(BIN)/pytest
+	$(BIN)/pytest $(if $(HUB_TEST_DATABASE_URL),,-n auto --maxprocesses 4)
 
 bench: translations
 	$(BIN)/python -m bench.fanout
