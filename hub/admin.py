@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import secrets
-import threading
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -34,18 +33,9 @@ from hub.runtime import Runtime
 from hub.signin import account_locked_for
 from hub.staff import audit, create_staff_user, set_password
 
-# The web process has one event loop for provider calls (hub.delivery.run_in_loop), and a
-# loop runs one coroutine at a time: web threads take turns.
-_LOOP_LOCK = threading.Lock()
-
 
 class AdminError(ValueError):
     """A refused change; the message says why, and nothing was changed."""
-
-
-def _in_loop(coroutine):
-    with _LOOP_LOCK:
-        return run_in_loop(coroutine)
 
 
 def new_password() -> str:
@@ -218,9 +208,9 @@ def send_test(rt: Runtime, *, actor: str, channel: str, address: str) -> Outcome
     outgoing = _test_message(rt, channel, address.strip(), text)
     if channel == "push":
         sender = PushAdapter(SendContext(rt, 0, Priority.NORMAL, {})).sender()
-        result = _in_loop(sender.send_one(outgoing))
+        result = run_in_loop(sender.send_one(outgoing))
     else:
-        result = _in_loop(outbound.send_one(rt, channel, outgoing))
+        result = run_in_loop(outbound.send_one(rt, channel, outgoing))
     with rt.session() as session:
         audit(
             session,
@@ -301,8 +291,7 @@ def webhook_panel(rt: Runtime) -> WebhookPanel:
     base = rt.settings.base_url
     info, error = None, ""
     try:
-        with _LOOP_LOCK:
-            info = telegram_admin.webhook_info(rt)
+        info = telegram_admin.webhook_info(rt)
     except (TelegramError, OSError) as exc:
         error = str(exc) or type(exc).__name__
     return WebhookPanel(
@@ -327,8 +316,7 @@ def last_valid_requests(rt: Runtime) -> dict[str, datetime | None]:
 
 def register_telegram_webhook(rt: Runtime, *, actor: str) -> telegram_admin.WebhookInfo:
     """setWebhook with the hub's URL and secret; audited. Raises TelegramError or OSError."""
-    with _LOOP_LOCK:
-        info = telegram_admin.set_webhook(rt)
+    info = telegram_admin.set_webhook(rt)
     with rt.session() as session:
         audit(session, actor, "telegram.set_webhook", "webhook:telegram", url=info.url)
     return info

@@ -8,6 +8,7 @@ comes back later, so an emergency never waits behind a bulk send."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -61,15 +62,19 @@ OPEN_WAITING = (DeliveryStatus.PENDING, DeliveryStatus.RETRY)
 
 
 _loop: asyncio.AbstractEventLoop | None = None
+# A loop runs one coroutine at a time, and web processes call this from several threads
+# (portal codes, /v2 sends, the admin pages): they take turns.
+_loop_lock = threading.Lock()
 
 
 def run_in_loop(coroutine):
     """Run a job's coroutine in this process's one event loop: unlike asyncio.run's fresh loop
     per job, it keeps the SMTP connections open from one job to the next."""
     global _loop
-    if _loop is None or _loop.is_closed():
-        _loop = asyncio.new_event_loop()
-    return _loop.run_until_complete(coroutine)
+    with _loop_lock:
+        if _loop is None or _loop.is_closed():
+            _loop = asyncio.new_event_loop()
+        return _loop.run_until_complete(coroutine)
 
 
 def send_chunk(broadcast_id: int, bucket: int) -> dict:
