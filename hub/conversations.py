@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from flask_babel import force_locale
 from flask_babel import gettext as _
-from sqlalchemy import func, select, update
+from sqlalchemy import BigInteger, and_, column, func, literal, or_, select, tuple_, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from hub import callbacks, keywords
@@ -68,23 +69,28 @@ def receive(
     automatic: bool = False,
     resident_id: int | None = None,
     now: datetime | None = None,
+    known: Known | None = None,
 ) -> Received:
     """A message from `address` on `channel`. `delivery_id` (the notice it answers, when the
     channel says: e-mail threading, Telegram reply-to) and `conversation_id` (an answer to one
     of ours) thread it precisely; otherwise the sender's latest conversation is used.
     `automatic`: the hub answers it itself (a deep link), so no agent needs to.
     `resident_id`: the sender, when the channel itself knows them (the portal's "web" channel
-    has no contact points: its residents are signed in)."""
+    has no contact points: its residents are signed in).
+    `known`: what prefetch() read for a batch of messages; receive() asks for the rest."""
     now = now or utcnow()
-    contact = _contact(session, channel, address)
+    known = known if known is not None else Known()
+    contact = known.contacts.get((channel, address)) or _contact(session, channel, address)
     if contact is not None:
         resident_id = contact.resident_id
-    sender = f"resident:{resident_id}" if resident_id else f"{channel}:{address}"
-    _one_sender_at_a_time(session, sender)
+    sender = _sender_key(channel, address, resident_id)
+    if sender not in known.locked:
+        _one_sender_at_a_time(session, [sender])
+        known.locked.add(sender)
     # The portal has its own settings page: STOP written there is a message for the agents.
     action = keywords.keyword(text) if channel != "web" else None
-    conversation = _thread(session, channel, address, resident_id, conversation_id, now)
-    broadcast_id = _answered_notice(session, contact, delivery_id, now)
+    conversation = _thread(session, channel, address, resident_id, conversation_id, now, known)
+    broadcast_id = _answered_notice(session, contact, delivery_id, now, known)
     message = Message(
         conversation_id=conversation.id,
         direction=MessageDirection.IN,
@@ -114,15 +120,26 @@ def receive(
     return Received(conversation.id, message.id, action, auto_reply.id if auto_reply else None)
 
 
-def _one_sender_at_a_time(session: Session, sender: str) -> None:
+def _one_sender_at_a_time(session: Session, senders: list[str]) -> None:
     """Two workers handling one sender's messages at once would each find no conversation and
     open two. On PostgreSQL a lock per sender, held until the transaction ends, makes the
-    second wait and then find the first's. SQLite has one writer at a time: the second
-    transaction fails to write instead, and its event is processed again by a later job."""
-    if session.get_bind().dialect.name != "postgresql":
+    second wait and then find the first's. The locks are taken in one order (by key), so two
+    transactions locking several senders cannot deadlock. SQLite has one writer at a time:
+    the second transaction fails to write instead, and its event is processed again later."""
+    if not senders or session.get_bind().dialect.name != "postgresql":
         return
-    digest = hashlib.blake2b(sender.encode(), digest_size=8).digest()
-    session.execute(select(func.pg_advisory_xact_lock(int.from_bytes(digest, "big", signed=True))))
+    keys = sorted(
+        int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "big", signed=True)
+        for s in set(senders)
+    )
+    lock = select(func.pg_advisory_xact_lock(column("key"))).select_from(
+        func.unnest(literal(keys, ARRAY(BigInteger))).alias("key")
+    )
+    session.execute(lock).all()
+
+
+def _sender_key(channel: str, address: str, resident_id: int | None) -> str:
+    return f"resident:{resident_id}" if resident_id else f"{channel}:{address}"
 
 
 def _contact(session: Session, channel: str, address: str) -> ContactPoint | None:
@@ -131,22 +148,17 @@ def _contact(session: Session, channel: str, address: str) -> ContactPoint | Non
     )
 
 
-def _thread(session, channel, address, resident_id, conversation_id, now) -> Conversation:
+def _thread(session, channel, address, resident_id, conversation_id, now, known) -> Conversation:
     conversation = None
     if conversation_id is not None:
         conversation = session.get(Conversation, conversation_id)
-    if conversation is None:
-        # One thread per resident: a resolved conversation opens again when they write.
-        query = select(Conversation)
-        if resident_id is not None:
-            query = query.where(Conversation.resident_id == resident_id)
-        else:
-            query = query.where(
-                Conversation.resident_id.is_(None),
-                Conversation.channel == channel,
-                Conversation.address == address,
-            )
-        conversation = session.scalar(query.order_by(Conversation.id.desc()).limit(1))
+    key = _thread_key(channel, address, resident_id)
+    if conversation is None and key in known.threads:
+        conversation = known.threads[key]
+    elif conversation is None:
+        conversation = session.scalar(
+            _latest_threads([key]).order_by(Conversation.id.desc()).limit(1)
+        )
     if conversation is None:
         conversation = Conversation(
             resident_id=resident_id,
@@ -159,26 +171,97 @@ def _thread(session, channel, address, resident_id, conversation_id, now) -> Con
         )
         session.add(conversation)
         session.flush()
+    if conversation_id is None:
+        known.threads[key] = conversation  # the next message of this batch from them: here
     return conversation
 
 
-def _answered_notice(session, contact, delivery_id, now) -> int | None:
+def _thread_key(channel: str, address: str, resident_id: int | None) -> tuple:
+    """One thread per resident; an unknown sender's by channel and address."""
+    return ("resident", resident_id) if resident_id is not None else (channel, address)
+
+
+def _latest_threads(keys: list[tuple]):
+    """The conversations of these thread keys (the caller keeps the newest of each)."""
+    residents = [key[1] for key in keys if key[0] == "resident"]
+    unknown = [key for key in keys if key[0] != "resident"]
+    return select(Conversation).where(
+        or_(
+            Conversation.resident_id.in_(residents),
+            and_(
+                Conversation.resident_id.is_(None),
+                tuple_(Conversation.channel, Conversation.address).in_(unknown),
+            ),
+        )
+    )
+
+
+def _answered_notice(session, contact, delivery_id, now, known) -> int | None:
     """The notice a reply answers: the one the channel named, else the last notice sent to
     that address within NOTICE_WINDOW."""
     if delivery_id is not None:
         return session.scalar(select(Delivery.broadcast_id).where(Delivery.id == delivery_id))
     if contact is None:
         return None
+    if contact.id in known.notices:
+        return known.notices[contact.id]
     return session.scalar(
-        select(Delivery.broadcast_id)
-        .where(
-            Delivery.contact_point_id == contact.id,
-            Delivery.status.in_((DeliveryStatus.SENT, DeliveryStatus.DELIVERED)),
-            Delivery.sent_at >= now - NOTICE_WINDOW,
-        )
-        .order_by(Delivery.sent_at.desc())
-        .limit(1)
+        _recent_notices([contact.id], now).order_by(Delivery.sent_at.desc()).limit(1)
     )
+
+
+def _recent_notices(contact_ids: list[int], now: datetime):
+    """(notice, contact point, sent at) of what was sent to these addresses in the window."""
+    return select(Delivery.broadcast_id, Delivery.contact_point_id, Delivery.sent_at).where(
+        Delivery.contact_point_id.in_(contact_ids),
+        Delivery.status.in_((DeliveryStatus.SENT, DeliveryStatus.DELIVERED)),
+        Delivery.sent_at >= now - NOTICE_WINDOW,
+    )
+
+
+# -- a batch of messages at once ------------------------------------------------------------------
+
+
+@dataclass
+class Known:
+    """What receive() needs about the senders of a batch of messages (hub.inbound's drains),
+    read by prefetch() in five statements instead of four a message. A sender missing here
+    is looked up by receive() itself, so a batch whose senders change mid-way (a Telegram
+    chat linked by its /start) stays right."""
+
+    contacts: dict[tuple[str, str], ContactPoint] = field(default_factory=dict)
+    locked: set[str] = field(default_factory=set)  # sender keys whose lock this transaction holds
+    threads: dict[tuple, Conversation | None] = field(default_factory=dict)  # None: none yet
+    notices: dict[int, int | None] = field(default_factory=dict)  # contact point -> notice
+
+
+def prefetch(session: Session, addresses: list[tuple[str, str]], now: datetime) -> Known:
+    """Read, for these (channel, address) senders: their contact points; then, holding every
+    sender's lock (taken here, in one statement), their latest conversations and the last
+    notice each address got."""
+    known = Known()
+    addresses = list(dict.fromkeys(addresses))
+    if not addresses:
+        return known
+    by_address = tuple_(ContactPoint.channel, ContactPoint.address).in_(addresses)
+    for contact in session.scalars(select(ContactPoint).where(by_address)):
+        known.contacts[(contact.channel, contact.address)] = contact
+    residents = {a: c.resident_id for a, c in known.contacts.items()}
+    keys = [_thread_key(*a, residents.get(a)) for a in addresses]
+    senders = [_sender_key(*a, residents.get(a)) for a in addresses]
+    _one_sender_at_a_time(session, senders)
+    known.locked.update(senders)
+    known.threads = dict.fromkeys(keys)
+    for conversation in session.scalars(_latest_threads(keys).order_by(Conversation.id)):
+        key = _thread_key(conversation.channel, conversation.address, conversation.resident_id)
+        known.threads[key] = conversation  # in id order: the newest stays
+    contact_ids = [c.id for c in known.contacts.values()]
+    known.notices = dict.fromkeys(contact_ids)
+    for notice, contact_id, _sent in session.execute(
+        _recent_notices(contact_ids, now).order_by(Delivery.sent_at)
+    ):
+        known.notices[contact_id] = notice  # in time order: the latest stays
+    return known
 
 
 def _needs_an_answer(conversation: Conversation, now: datetime) -> None:

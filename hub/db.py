@@ -24,7 +24,9 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_pre_ping=True)
+    # Keep as many connections as `hub serve` has threads: with the default five, every
+    # request beyond five at once opened a new connection (a new server process) and closed it.
+    return create_engine(url, pool_pre_ping=True, pool_size=16, max_overflow=16)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

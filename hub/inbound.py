@@ -17,15 +17,17 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 from urllib.parse import parse_qs
 
 from flask_babel import force_locale
 from flask_babel import gettext as _
-from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import Connection, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from channels.mailparse import InboundEmail, delivery_id_from_message_id, parse_inbound
@@ -47,6 +49,12 @@ BATCH = 25  # events per transaction, at most
 # And no more work than this in one: its first reply is visible only at commit. On SQLite a
 # batch holds the one write lock, which the webhooks storing events wait for.
 BATCH_S = {"sqlite": 0.02, "postgresql": 0.05}
+# SQLite: drains take turns (a Redis key), and the write lock stays free for this long after
+# each batch. Two drains otherwise passed the lock straight to each other, and the webhooks
+# storing events, asleep in SQLite's back-off, seldom found it free.
+SQLITE_TURN_KEY = "hub:inbound:sqlite-turn"
+SQLITE_PAUSE_MS = 10
+SQLITE_TURN_TTL_MS = 30_000  # a drain that dies holding its turn blocks the others this long
 DRAIN_BUDGET_S = 2.0  # then the drain hands its worker back (an emergency may be waiting)
 WAIT_FOR_OTHER_DRAIN_S = 10  # at most, for another drain holding an older event of a sender
 FAILED = "failed: "  # outcome prefix of an event whose processing raised (left unprocessed)
@@ -55,9 +63,14 @@ FAILED = "failed: "  # outcome prefix of an event whose processing raised (left 
 def accept(
     rt: runtime.Runtime, channel: str, provider_event_id: str, payload: bytes, meta=None
 ) -> bool:
-    """Store an event and queue its processing; False if this provider id was seen before."""
-    with rt.session() as session:
-        event_id = store(session, channel, provider_event_id, payload, meta)
+    """Store an event and queue its processing; False if this provider id was seen before.
+    The one INSERT commits by itself (autocommit): no BEGIN and COMMIT round trips, and on
+    SQLite the write lock is held inside that one statement, not from the INSERT until a
+    web thread gets the interpreter back to COMMIT (which kept drains and other webhooks
+    waiting in SQLite's back-off)."""
+    autocommit = rt.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    with autocommit as connection:
+        event_id = store(connection, channel, provider_event_id, payload, meta)
     if event_id is None:
         return False
     request_drain(rt)
@@ -84,21 +97,25 @@ def enqueue(rt: runtime.Runtime, event_id: int) -> None:
     queues.enqueue_once(rt.redis, "high", PROCESS_JOB, (event_id,), job_id(event_id))
 
 
-def store(session: Session, channel: str, provider_event_id: str, payload: bytes, meta=None):
-    """The new event's id, or None when the provider id is already stored."""
-    event = InboundEvent(
-        channel=channel,
-        provider_event_id=provider_event_id[:300],
-        payload=payload,
-        meta=meta,
-        received_at=utcnow(),
-    )
-    try:
-        with session.begin_nested():
-            session.add(event)
-    except IntegrityError:
-        return None
-    return event.id
+def store(bind: Connection, channel: str, provider_event_id: str, payload: bytes, meta=None):
+    """The new event's id, or None when the provider id is already stored. One statement, as
+    a webhook answers faster without the savepoint an ORM insert needs to survive a duplicate:
+    INSERT ... ON CONFLICT DO NOTHING (the only unique key is channel and provider id)."""
+    values = {
+        "channel": channel,
+        "provider_event_id": provider_event_id[:300],
+        "payload": payload,
+        "received_at": utcnow(),
+    }
+    if meta is not None:
+        values["meta"] = meta
+    if bind.dialect.name == "postgresql":
+        statement = postgresql.insert(InboundEvent).values(values).on_conflict_do_nothing()
+        return bind.execute(statement.returning(InboundEvent.id)).scalar()
+    # SQLite without RETURNING: a statement that returns a row keeps the write lock until the
+    # row is read, which a web thread does only when it gets the interpreter back.
+    result = bind.execute(sqlite.insert(InboundEvent).values(values).on_conflict_do_nothing())
+    return result.lastrowid if result.rowcount == 1 else None
 
 
 def drain() -> str:
@@ -167,22 +184,26 @@ def process_batch(rt: runtime.Runtime, limit: int, only: int | None = None) -> B
 
 def _process_batch(rt: runtime.Runtime, limit: int, only: int | None, careful: bool) -> Batch:
     batch, published, to_send = Batch(), {}, []
-    with rt.session() as session:
+    with _sqlite_turn(rt), rt.session() as session:
         events = _claim(session, limit, only)
         batch.claimed = [e.id for e in events]
         held = _senders_held_elsewhere(session, batch.claimed) if only is None else {}
+        senders = [_sender(e.channel, e.payload, e.meta) for e in events]
+        ours = [sender for sender in senders if sender is not None and sender not in held]
+        known = conversations.prefetch(session, ours, utcnow())
         ends = time.monotonic() + BATCH_S.get(session.get_bind().dialect.name, 0.05)
-        for i, event in enumerate(events):
+        for i, (event, sender) in enumerate(zip(events, senders, strict=True)):
             if time.monotonic() > ends:
                 batch.left = len(events) - i  # in order: a sender's later ones are left too
                 break
-            sender = _sender(event.channel, event.payload, event.meta)
             if sender is not None and sender in held:
                 # keep this sender's messages in order: later ones wait behind the older one
                 batch.waiting_for.append(held[sender])
                 continue
-            handled = _process_one(rt, session, event, batch, careful)
+            handled = _process_one(rt, session, event, known, batch, careful)
             if handled is None:
+                # its savepoint was rolled back, and with it perhaps a conversation `known` holds
+                known = conversations.Known()
                 continue
             if handled.conversation_id is not None:
                 published[handled.conversation_id] = None
@@ -192,6 +213,27 @@ def _process_batch(rt: runtime.Runtime, limit: int, only: int | None, careful: b
     for message_id in to_send:
         outbound.enqueue(rt, message_id)
     return batch
+
+
+@contextlib.contextmanager
+def _sqlite_turn(rt: runtime.Runtime) -> Iterator[None]:
+    """On SQLite, wait for the drains' turn (not for the write lock, in SQLite's back-off),
+    and keep it SQLITE_PAUSE_MS after the batch. Nothing on PostgreSQL. A drain that waits
+    WAIT_FOR_OTHER_DRAIN_S goes ahead anyway: SQLite's own lock still keeps it correct."""
+    if rt.engine.dialect.name != "sqlite":
+        yield
+        return
+    token = uuid.uuid4().hex
+    deadline = time.monotonic() + WAIT_FOR_OTHER_DRAIN_S
+    while not rt.redis.set(SQLITE_TURN_KEY, token, nx=True, px=SQLITE_TURN_TTL_MS):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.002)
+    try:
+        yield
+    finally:
+        if rt.redis.get(SQLITE_TURN_KEY) == token.encode():
+            rt.redis.pexpire(SQLITE_TURN_KEY, SQLITE_PAUSE_MS)
 
 
 def _claim(session: Session, limit: int, only: int | None) -> Sequence[InboundEvent]:
@@ -231,14 +273,14 @@ def _senders_held_elsewhere(session: Session, claimed: list[int]) -> dict[str, i
 
 
 def _process_one(
-    rt, session: Session, event: InboundEvent, batch: Batch, careful: bool
+    rt, session: Session, event: InboundEvent, known: conversations.Known, batch, careful: bool
 ) -> Handled | None:
     """Handle one event; `careful`: in a savepoint, and None if it raised (it stays
     unprocessed, marked failed, for the sweeper to try again in a job of its own)."""
     event_id = event.id
     try:
         with session.begin_nested() if careful else contextlib.nullcontext():
-            handled = HANDLERS[event.channel](rt, session, event)
+            handled = HANDLERS[event.channel](rt, session, event, known)
             event.processed_at, event.outcome = utcnow(), handled.outcome[:300]
     except Exception as exc:
         if not careful:
@@ -295,7 +337,7 @@ def _form(payload: bytes) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(payload.decode(), keep_blank_values=True).items()}
 
 
-def _sms(rt: runtime.Runtime, session: Session, event: InboundEvent) -> Handled:
+def _sms(rt: runtime.Runtime, session: Session, event: InboundEvent, known) -> Handled:
     form = _form(event.payload)
     return _received(
         conversations.receive(
@@ -305,6 +347,7 @@ def _sms(rt: runtime.Runtime, session: Session, event: InboundEvent) -> Handled:
             form.get("Body", ""),
             default_locale=rt.settings.default_locale,
             event_id=event.id,
+            known=known,
         )
     )
 
@@ -312,7 +355,7 @@ def _sms(rt: runtime.Runtime, session: Session, event: InboundEvent) -> Handled:
 # -- Telegram --------------------------------------------------------------------------------
 
 
-def _telegram(rt: runtime.Runtime, session: Session, event: InboundEvent) -> Handled:
+def _telegram(rt: runtime.Runtime, session: Session, event: InboundEvent, known) -> Handled:
     update_ = json.loads(event.payload)
     if "my_chat_member" in update_:
         return Handled(_chat_member(session, update_["my_chat_member"]))
@@ -322,7 +365,7 @@ def _telegram(rt: runtime.Runtime, session: Session, event: InboundEvent) -> Han
     chat_id, text = str(message["chat"]["id"]), message["text"]
     command, _, argument = text.strip().partition(" ")
     if command.split("@")[0] == "/start" and argument.strip():
-        return _link_chat(rt, session, event, chat_id, text, argument.strip())
+        return _link_chat(rt, session, event, chat_id, text, argument.strip(), known)
     delivery_id = None
     replied_to = message.get("reply_to_message", {}).get("message_id")
     if replied_to is not None:
@@ -340,6 +383,7 @@ def _telegram(rt: runtime.Runtime, session: Session, event: InboundEvent) -> Han
             default_locale=rt.settings.default_locale,
             delivery_id=delivery_id,
             event_id=event.id,
+            known=known,
         )
     )
 
@@ -358,7 +402,7 @@ def _chat_member(session: Session, member_update: dict) -> str:
     return "chat blocked the bot: deactivated"
 
 
-def _link_chat(rt, session, event, chat_id: str, text: str, token: str) -> Handled:
+def _link_chat(rt, session, event, chat_id: str, text: str, token: str, known) -> Handled:
     """`/start <token>` from the portal's deep link: the chat becomes the resident's."""
     resident_id = conversations.link_address(session, token, "telegram", chat_id)
     received = conversations.receive(
@@ -369,6 +413,7 @@ def _link_chat(rt, session, event, chat_id: str, text: str, token: str) -> Handl
         default_locale=rt.settings.default_locale,
         event_id=event.id,
         automatic=True,
+        known=known,
     )
     contact = session.scalar(
         select(ContactPoint).where(
@@ -392,7 +437,7 @@ def _link_chat(rt, session, event, chat_id: str, text: str, token: str) -> Handl
 # -- e-mail ------------------------------------------------------------------------------------
 
 
-def _email(rt: runtime.Runtime, session: Session, event: InboundEvent) -> Handled:
+def _email(rt: runtime.Runtime, session: Session, event: InboundEvent, known) -> Handled:
     envelope = event.meta or {}
     mail = parse_inbound(event.payload, envelope.get("mail_from", ""), envelope.get("rcpt_tos", []))
     if mail.bounce is not None:
@@ -411,6 +456,7 @@ def _email(rt: runtime.Runtime, session: Session, event: InboundEvent) -> Handle
             delivery_id=delivery_id,
             conversation_id=conversation_id,
             event_id=event.id,
+            known=known,
         )
     )
 
@@ -474,7 +520,8 @@ def _normalised(address: str) -> str:
         return address
 
 
-HANDLERS: dict[str, Callable[[runtime.Runtime, Session, InboundEvent], Handled]] = {
+Handler = Callable[[runtime.Runtime, Session, InboundEvent, conversations.Known], Handled]
+HANDLERS: dict[str, Handler] = {
     "sms": _sms,
     "telegram": _telegram,
     "email": _email,
@@ -484,14 +531,15 @@ HANDLERS: dict[str, Callable[[runtime.Runtime, Session, InboundEvent], Handled]]
 # -- who sent an event (per-sender order between drains) ---------------------------------------
 
 
-def _sender(channel: str, payload: bytes, meta: dict | None) -> str | None:
-    """The sender whose messages must be handled in the order received, or None when the
-    order does not matter (a bounce, an update without a chat, a payload we cannot read)."""
+def _sender(channel: str, payload: bytes, meta: dict | None) -> tuple[str, str] | None:
+    """(channel, address) of the sender whose messages must be handled in the order received,
+    or None when the order does not matter (a bounce, an update without a chat, a payload we
+    cannot read)."""
     try:
         address = SENDERS[channel](payload, meta or {})
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
-    return f"{channel}:{address}" if address else None
+    return (channel, address) if address else None
 
 
 def _telegram_chat(payload: bytes, _meta: dict) -> str | None:

@@ -25,6 +25,7 @@ class Runtime:
     sessions: sessionmaker[Session]
     _redis: redis.Redis | None = None
     keys: dict[str, str] = field(default_factory=dict)  # hub.providers.instance_key's cache
+    webhooks_seen: dict[str, float] = field(default_factory=dict)  # hub.health.webhook_seen's
 
     @property
     def redis(self) -> redis.Redis:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import text
+from sqlalchemy import create_engine, make_url, text
 
 from channels.sandbox.http import StandinServer
 from channels.sandbox.smtp import free_port, start_smtp_standin
@@ -24,8 +24,45 @@ from hub.db import Base, make_engine
 from hub.delivery import run_in_loop
 from hub.migrate import upgrade
 
-TEST_DATABASE_URL = os.environ.get("HUB_TEST_DATABASE_URL", "")
-TEST_REDIS_URL = os.environ.get("HUB_TEST_REDIS_URL", "")
+
+def _xdist_worker_number() -> int | None:
+    """0 for pytest-xdist's gw0 and so on; None when the suite runs in one process."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return int(worker[2:]) if worker.startswith("gw") else None
+
+
+def _worker_database_url(url: str) -> str:
+    """Under pytest-xdist each worker gets a database of its own beside HUB_TEST_DATABASE_URL's
+    (test_gw0, test_gw1, ...), created on first use: the suite truncates between tests."""
+    worker = _xdist_worker_number()
+    if not url or worker is None:
+        return url
+    base = make_url(url)
+    name = f"{base.database}_gw{worker}"
+    engine = create_engine(base, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        exists = connection.execute(
+            text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+        ).first()
+        if not exists:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return base.set(database=name).render_as_string(hide_password=False)
+
+
+def _worker_redis_url(url: str) -> str:
+    """Under pytest-xdist each worker flushes a Redis database of its own: 15, 14, 13, ..."""
+    worker = _xdist_worker_number()
+    if not url or worker is None:
+        return url
+    base, _, number = url.rpartition("/")
+    if not number.isdigit():  # no database number in the URL: Redis's 0 is the caller's
+        base, number = url.rstrip("/"), "15"
+    return f"{base}/{(int(number) - worker) % 16}"
+
+
+TEST_DATABASE_URL = _worker_database_url(os.environ.get("HUB_TEST_DATABASE_URL", ""))
+TEST_REDIS_URL = _worker_redis_url(os.environ.get("HUB_TEST_REDIS_URL", ""))
 
 
 @pytest.fixture(scope="session")

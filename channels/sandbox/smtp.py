@@ -6,6 +6,8 @@ addresses at tempfail.example get 451 4.2.1 (try later). Everything else is acce
 
 from __future__ import annotations
 
+import itertools
+import os
 import socket
 from email import message_from_bytes
 from email.header import decode_header, make_header
@@ -64,10 +66,44 @@ def _plain_text(message: Message) -> str:
     return text.replace("\r\n", "\n")
 
 
+# Ports for stand-ins and test servers come from below the kernel's ephemeral range. A port the
+# kernel picked (bind to 0) is free only until someone else's outgoing connection takes it as
+# its source port, which happened between the check and the stand-in's bind. Below the range no
+# outgoing connection gets one. Each process walks its own block, so pytest-xdist workers and a
+# bench running beside them never hand out the same port.
+_PORT_BLOCK = 1000
+_PORT_BLOCKS = 12
+_ports_walked = itertools.count()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port on 127.0.0.1 that nothing listens on and no outgoing connection will take."""
+    start = _low_port_start() + _process_block() * _PORT_BLOCK
+    for _ in range(_PORT_BLOCK):
+        port = start + next(_ports_walked) % _PORT_BLOCK
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # listening, or lingering in TIME_WAIT: try the next one
+        return port
+    raise RuntimeError(f"no free port in {start}-{start + _PORT_BLOCK - 1}")
+
+
+def _low_port_start() -> int:
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768  # Linux's default; elsewhere the first free block still works
+    return max(1024, ephemeral_low - _PORT_BLOCK * _PORT_BLOCKS)
+
+
+def _process_block() -> int:
+    """Blocks 0-3 for pytest-xdist workers gw0-gw3, the others by process id."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw") and worker[2:].isdigit() and int(worker[2:]) < 4:
+        return int(worker[2:])
+    return 4 + os.getpid() % (_PORT_BLOCKS - 4)
 
 
 def start_smtp_standin(store_path: Path | str, port: int, host: str = "127.0.0.1") -> Controller:
