@@ -25,10 +25,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# On SQLite and the embedded Redis every test process has its own: spread them over the cores.
-# One PostgreSQL test database (HUB_TEST_DATABASE_URL) takes one process at a time.
+# Spread the suite over the cores: every test process has its own SQLite files and embedded
+# Redis, or (HUB_TEST_DATABASE_URL) its own PostgreSQL database beside the given one (test_gw0,
+# test_gw1, ...) and Redis database (15, 14, ... of HUB_TEST_REDIS_URL's).
 test: translations lint
-	$(BIN)/pytest $(if $(HUB_TEST_DATABASE_URL),,-n auto --maxprocesses 4)
+	$(BIN)/pytest -n auto --maxprocesses 4
 
 bench: translations
 	$(BIN)/python -m bench.fanout

@@ -325,6 +325,8 @@ def record_inbound_message(
     the session commits."""
     if CallbackEvent.INBOUND_MESSAGE not in _wanted_events(session):
         return
+    if message.id is None:  # a batch's message, not flushed yet: the event needs its id
+        session.flush()
     payload = {
         "message_id": message.id,
         "conversation_id": message.conversation_id,

@@ -49,10 +49,20 @@ class ConversationError(ValueError):
 
 @dataclass(frozen=True)
 class Received:
-    conversation_id: int
-    message_id: int
+    """What receive() made. In a batch (`known` given) the ids exist once the batch flushes."""
+
+    conversation: Conversation
+    message: Message
     keyword: str | None  # stop, start or help when the message was one
-    auto_reply_id: int | None  # the confirmation or help text queued in answer, if any
+    auto_reply: Message | None  # the confirmation or help text queued in answer, if any
+
+    @property
+    def conversation_id(self) -> int:
+        return self.conversation.id
+
+    @property
+    def message_id(self) -> int:
+        return self.message.id
 
 
 def receive(
@@ -77,8 +87,10 @@ def receive(
     `automatic`: the hub answers it itself (a deep link), so no agent needs to.
     `resident_id`: the sender, when the channel itself knows them (the portal's "web" channel
     has no contact points: its residents are signed in).
-    `known`: what prefetch() read for a batch of messages; receive() asks for the rest."""
+    `known`: what prefetch() read for a batch of messages; receive() asks for the rest, and
+    leaves the flush to the batch, which writes all its messages in a statement or two."""
     now = now or utcnow()
+    in_batch = known is not None
     known = known if known is not None else Known()
     contact = known.contacts.get((channel, address)) or _contact(session, channel, address)
     if contact is not None:
@@ -92,7 +104,7 @@ def receive(
     conversation = _thread(session, channel, address, resident_id, conversation_id, now, known)
     broadcast_id = _answered_notice(session, contact, delivery_id, now, known)
     message = Message(
-        conversation_id=conversation.id,
+        conversation=conversation,  # perhaps new, without an id until the flush
         direction=MessageDirection.IN,
         channel=channel,
         address=address,
@@ -114,10 +126,11 @@ def receive(
     elif not automatic:
         locale = locale_of(session, contact, default_locale)
         auto_reply = _obey(session, action, channel, address, contact, conversation, locale, now)
-    session.flush()
+    if not in_batch:
+        session.flush()
     if not automatic:  # an automatic one is a deep link with its secret token: not passed on
         callbacks.record_inbound_message(session, message, resident_id, action)
-    return Received(conversation.id, message.id, action, auto_reply.id if auto_reply else None)
+    return Received(conversation, message, action, auto_reply)
 
 
 def _one_sender_at_a_time(session: Session, senders: list[str]) -> None:
@@ -170,7 +183,6 @@ def _thread(session, channel, address, resident_id, conversation_id, now, known)
             last_message_at=now,
         )
         session.add(conversation)
-        session.flush()
     if conversation_id is None:
         known.threads[key] = conversation  # the next message of this batch from them: here
     return conversation
@@ -383,7 +395,7 @@ def _address_on(session: Session, conversation: Conversation, channel: str) -> s
 
 def _queue_out(session, conversation, channel, address, text, now, *, author_id) -> Message:
     message = Message(
-        conversation_id=conversation.id,
+        conversation=conversation,
         direction=MessageDirection.OUT,
         channel=channel,
         address=address,
@@ -397,9 +409,8 @@ def _queue_out(session, conversation, channel, address, text, now, *, author_id)
     return message
 
 
-def answer_automatically(session: Session, conversation_id: int, text: str) -> Message:
+def answer_automatically(session: Session, conversation: Conversation, text: str) -> Message:
     """A message the hub itself sends into a conversation (a confirmation), on its channel."""
-    conversation = session.get(Conversation, conversation_id)
     return _queue_out(
         session, conversation, conversation.channel, conversation.address, text, utcnow(),
         author_id=None,

@@ -20,7 +20,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
 from urllib.parse import parse_qs
 
 from flask_babel import force_locale
@@ -34,7 +33,7 @@ from channels.mailparse import InboundEmail, delivery_id_from_message_id, parse_
 from hub import callbacks, conversations, live, outbound, queues, runtime
 from hub.clock import utcnow
 from hub.contacts import InvalidAddress, normalise_email
-from hub.models import ContactPoint, Delivery, DeliveryStatus, InboundEvent
+from hub.models import ContactPoint, Delivery, DeliveryStatus, InboundEvent, Message
 from hub.status import address_is_dead
 from hub.tokens import read_token
 
@@ -55,6 +54,7 @@ BATCH_S = {"sqlite": 0.02, "postgresql": 0.05}
 SQLITE_TURN_KEY = "hub:inbound:sqlite-turn"
 SQLITE_PAUSE_MS = 10
 SQLITE_TURN_TTL_MS = 30_000  # a drain that dies holding its turn blocks the others this long
+GATHER_S = 0.02  # a drain's wait before it starts (see drain())
 DRAIN_BUDGET_S = 2.0  # then the drain hands its worker back (an emergency may be waiting)
 WAIT_FOR_OTHER_DRAIN_S = 10  # at most, for another drain holding an older event of a sender
 FAILED = "failed: "  # outcome prefix of an event whose processing raised (left unprocessed)
@@ -122,6 +122,10 @@ def drain() -> str:
     """RQ job: process waiting events, a batch per transaction, until none is left that no
     other drain holds, or the time budget is spent (then another drain is queued)."""
     rt = runtime.current()
+    # Let replies arriving together gather first, while webhooks still see this drain waiting
+    # and queue no other: at 200 a second a drain took ~4 events and each job's overhead
+    # cost more CPU than its events.
+    time.sleep(GATHER_S)
     queues.single_started(rt.redis, DRAIN_KEY)  # events stored from now on queue a new drain
     deadline = time.monotonic() + DRAIN_BUDGET_S
     # SQLite: one batch a job. A batch holds the one write lock; the webhooks waiting for it
@@ -183,7 +187,7 @@ def process_batch(rt: runtime.Runtime, limit: int, only: int | None = None) -> B
 
 
 def _process_batch(rt: runtime.Runtime, limit: int, only: int | None, careful: bool) -> Batch:
-    batch, published, to_send = Batch(), {}, []
+    batch, done = Batch(), []
     with _sqlite_turn(rt), rt.session() as session:
         events = _claim(session, limit, only)
         batch.claimed = [e.id for e in events]
@@ -205,14 +209,27 @@ def _process_batch(rt: runtime.Runtime, limit: int, only: int | None, careful: b
                 # its savepoint was rolled back, and with it perhaps a conversation `known` holds
                 known = conversations.Known()
                 continue
-            if handled.conversation_id is not None:
-                published[handled.conversation_id] = None
-            to_send.extend(handled.to_send)
-    for conversation_id in published:
+            done.append((event.id, handled))
+        session.flush()  # the batch's conversations and messages: a statement or two each
+        batch.processed = _mark_processed(session, done)
+    handled_events = [handled for _event_id, handled in done]
+    for conversation_id in dict.fromkeys(h.conversation_id for h in handled_events if h.received):
         live.publish(rt, "message", conversation_id)
-    for message_id in to_send:
-        outbound.enqueue(rt, message_id)
+    for message in (message for handled in handled_events for message in handled.answers):
+        outbound.enqueue(rt, message.id)
     return batch
+
+
+def _mark_processed(session: Session, done: list[tuple[int, Handled]]) -> list[tuple[int, str]]:
+    """Mark the batch's handled events processed, with their outcomes, in one statement."""
+    now = utcnow()
+    outcomes = [(event_id, handled.outcome()[:300]) for event_id, handled in done]
+    if outcomes:
+        session.execute(
+            update(InboundEvent),
+            [{"id": i, "processed_at": now, "outcome": outcome} for i, outcome in outcomes],
+        )
+    return outcomes
 
 
 @contextlib.contextmanager
@@ -281,7 +298,8 @@ def _process_one(
     try:
         with session.begin_nested() if careful else contextlib.nullcontext():
             handled = HANDLERS[event.channel](rt, session, event, known)
-            event.processed_at, event.outcome = utcnow(), handled.outcome[:300]
+            if careful:
+                session.flush()  # what it wrote fails here, inside its savepoint
     except Exception as exc:
         if not careful:
             raise
@@ -293,7 +311,6 @@ def _process_one(
         )
         batch.failed.append((event_id, error))
         return None
-    batch.processed.append((event_id, handled.outcome))
     return handled
 
 
@@ -316,18 +333,31 @@ def _wait_for(rt: runtime.Runtime, event_ids: list[int]) -> bool:
     return True
 
 
-class Handled(NamedTuple):
-    outcome: str  # what was done, kept on the event
-    to_send: tuple[int, ...] = ()  # messages queued in answer
-    conversation_id: int | None = None  # where the inbox shows it, if anywhere
+@dataclass(frozen=True)
+class Handled:
+    """What handling an event did; read once the batch is flushed (ids are known then)."""
+
+    what: str = ""  # what was done, for an event that is not (only) a message
+    received: conversations.Received | None = None  # the message, in its conversation
+    answers: tuple[Message, ...] = ()  # messages queued in answer
+
+    @property
+    def conversation_id(self) -> int | None:
+        return self.received.conversation_id if self.received else None
+
+    def outcome(self) -> str:
+        """What was done, kept on the event."""
+        parts = [self.what] if self.what else []
+        if self.received is not None:
+            parts.append(f"conversation {self.received.conversation_id}")
+            if self.received.keyword:
+                parts.append(f"keyword {self.received.keyword}")
+        return ", ".join(parts)
 
 
 def _received(result: conversations.Received) -> Handled:
-    what = f"conversation {result.conversation_id}"
-    if result.keyword:
-        what += f", keyword {result.keyword}"
-    to_send = (result.auto_reply_id,) if result.auto_reply_id else ()
-    return Handled(what, to_send, result.conversation_id)
+    answers = (result.auto_reply,) if result.auto_reply is not None else ()
+    return Handled(received=result, answers=answers)
 
 
 # -- SMS (Twilio) ----------------------------------------------------------------------------
@@ -428,10 +458,9 @@ def _link_chat(rt, session, event, chat_id: str, text: str, token: str, known) -
                 "Mestni glas: this link has expired or was used already. "
                 "Make a new one in the resident portal."
             )
-    message = conversations.answer_automatically(session, received.conversation_id, answer)
+    message = conversations.answer_automatically(session, received.conversation, answer)
     linked = "linked" if resident_id is not None else "link refused"
-    conversation_id = received.conversation_id
-    return Handled(f"{linked}, conversation {conversation_id}", (message.id,), conversation_id)
+    return Handled(linked, received, (message,))
 
 
 # -- e-mail ------------------------------------------------------------------------------------

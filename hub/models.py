@@ -346,6 +346,9 @@ class Message(Base):
     __tablename__ = "messages"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    # Set on new messages, so a message and its new conversation go out in one flush; never
+    # loaded (lazy="raise"): read conversation_id.
+    conversation: Mapped[Conversation] = relationship(lazy="raise")
     direction: Mapped[str] = mapped_column(String(8))
     channel: Mapped[str | None] = mapped_column(String(16))
     address: Mapped[str | None] = mapped_column(String(1000))  # from (in) or to (out)

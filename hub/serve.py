@@ -48,6 +48,7 @@ def serve(app: Flask, host: str, port: int) -> None:
     click.echo(_("Mestni glas on %(url)s (Ctrl-C stops it)", url=f"http://{host}:{port}/"))
     if rt.settings.sandbox_active:
         click.echo(_("what residents received: %(url)s", url=f"http://{host}:{port}/sandbox"))
+    runtime.freeze_startup_objects()
     try:
         waitress.serve(app, host=host, port=port, threads=16, ident="mestni-glas", _quiet=True)
     finally:

@@ -3,7 +3,6 @@ with the RQ scheduler (retries, quiet hours, notices for later) and the periodic
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import socket
@@ -12,7 +11,7 @@ import threading
 from flask import Flask
 from rq import SimpleWorker
 
-from hub import queues
+from hub import queues, runtime
 from hub.adapters import close_senders
 from hub.delivery import run_in_loop
 from hub.sweeper import sweep_if_free
@@ -36,10 +35,7 @@ def run_worker(app: Flask, *, burst: bool = False, sweeper: bool = True) -> bool
         threading.Thread(
             target=_sweep_loop, args=(app, stop), name="hub-sweeper", daemon=True
         ).start()
-    # What is loaded now lives as long as the worker: keep it out of the collector's full
-    # passes, which otherwise stop a busy worker for 60-200 ms (and its rate pacing with it).
-    gc.collect()
-    gc.freeze()
+    runtime.freeze_startup_objects()
     try:
         return worker.work(burst=burst, with_scheduler=not burst, logging_level="INFO")
     finally:

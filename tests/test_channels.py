@@ -3,14 +3,17 @@ emergency overtaking a bulk send: the real libraries over sockets to the stand-i
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from channels.sandbox.push import create_subscription
+from channels.sandbox.smtp import free_port
 from hub import providers
 from hub.broadcasts import NoticeDraft, fallbacks, progress, send_notice
 from hub.models import Area, ContactPoint, Delivery, Resident, Topic
@@ -242,3 +245,18 @@ def test_the_status_summary_says_what_fell_back(seeded, standin, settings, tmp_p
     assert result.returncode == 0, result.stderr
     assert "fell back to the next channel" in result.stdout
     assert "telegram -> push" in result.stdout and "blocked" in result.stdout
+
+
+def test_stand_in_ports_are_free_and_below_the_ephemeral_range():
+    """A port the kernel could give an outgoing connection (as its source port) can be taken
+    between the check and the stand-in's bind: CI once failed with "address in use"."""
+    ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    if not ephemeral.is_file():
+        pytest.skip("no Linux port range to compare with")
+    ports = [free_port() for _ in range(50)]
+    assert len(set(ports)) == 50
+    assert max(ports) < int(ephemeral.read_text().split()[0])
+    with socket.socket() as listening:  # the next port in this process's walk, taken
+        listening.bind(("127.0.0.1", ports[-1] + 1))
+        listening.listen()
+        assert free_port() != ports[-1] + 1

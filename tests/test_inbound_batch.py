@@ -13,14 +13,14 @@ from urllib.parse import urlencode
 
 import pytest
 from rq.registry import FailedJobRegistry
-from sqlalchemy import bindparam, func, select, text
+from sqlalchemy import bindparam, event, func, select, text
 
 from hub import clock, inbound, queues
-from hub.models import Area, Conversation, InboundEvent, Message, Topic
+from hub.models import Area, ContactPoint, Conversation, InboundEvent, Message, Topic
 from hub.residents import ResidentRow, import_rows
 from hub.sweeper import sweep
 from tests.helpers import work
-from tests.test_inbox import _sms_webhook
+from tests.test_inbox import _notice, _sms_webhook
 
 ON_POSTGRES = pytest.mark.skipif(
     not os.environ.get("HUB_TEST_DATABASE_URL"),
@@ -275,3 +275,91 @@ def test_a_senders_later_reply_waits_for_the_one_another_drain_holds(seeded):
     busy.join()
     assert seen == ["Drug pošiljatelj"]  # the other sender went ahead; "Drugo" waited
     assert _in_order(rt, first) == ["Prvo", "Drugo"]
+
+
+def _statements_of_one_batch(rt) -> int:
+    """Run one drain batch and count the SQL statements it sent (an executemany is one)."""
+    sent = []
+
+    def count(*_args):
+        sent.append(1)
+
+    event.listen(rt.engine, "before_cursor_execute", count)
+    try:
+        inbound.process_batch(rt, inbound.BATCH)
+    finally:
+        event.remove(rt.engine, "before_cursor_execute", count)
+    return len(sent)
+
+
+def test_a_batch_costs_about_the_same_for_one_reply_or_twenty(seeded):
+    """A drain reads its senders' contacts, conversations and last notices for the whole
+    batch and writes its messages together: not four statements a reply."""
+    rt = seeded
+    phones = _phones(rt, 21)
+    for i, phone in enumerate(phones):  # everyone has a conversation already
+        _sms(rt, f"SMfirst{i}", phone, "Prvič")
+    inbound.process_batch(rt, inbound.BATCH)
+    _sms(rt, "SMone", phones[0], "Drugič")
+    one = _statements_of_one_batch(rt)
+    for i, phone in enumerate(phones[1:]):
+        _sms(rt, f"SMtwenty{i}", phone, "Drugič")
+    twenty = _statements_of_one_batch(rt)
+    # SQLite gets an INSERT a message (SQLAlchemy batches RETURNING only on PostgreSQL);
+    # those run in-process, without a round trip
+    per_message = 1 if rt.engine.dialect.name == "sqlite" else 0
+    assert twenty <= one + 2 + 19 * per_message, (one, twenty)
+    assert _bodies(rt).count("Drugič") == 21
+    with rt.session() as session:
+        assert session.scalar(select(func.count()).select_from(Conversation)) == 21
+
+
+def test_batched_replies_thread_new_known_unknown_and_stopping_senders(seeded, standin):
+    rt = seeded
+    known, new, stopping = _phones(rt, 3)
+    notice_id = _notice(rt)  # to all three, by SMS
+    work(rt)
+    _sms(rt, "SMk0", known, "Od prej")
+    work(rt)
+    stranger = "+38641000999"
+    for sid, sender, body in [
+        ("SMb1", new, "Ena"),
+        ("SMb2", stranger, "Kdo ste?"),
+        ("SMb3", known, "Spet jaz"),
+        ("SMb4", new, "Dve"),
+        ("SMb5", stopping, "STOP"),
+        ("SMb6", stranger, "Halo?"),
+        ("SMb7", new, "Tri"),
+    ]:
+        _sms(rt, sid, sender, body)
+    processed = []
+    while len(processed) < 7:  # one batch, unless its time budget runs out (a cold start)
+        batch = inbound.process_batch(rt, inbound.BATCH)
+        assert batch.processed and not batch.failed
+        processed += batch.processed
+    with rt.session() as session:
+        threads = {
+            address: session.scalars(
+                select(Conversation.id).where(Conversation.address == address)
+            ).all()
+            for address in (known, new, stopping, stranger)
+        }
+        assert all(len(ids) == 1 for ids in threads.values()), threads
+        by_sender = {
+            address: session.execute(
+                select(Message.body, Message.broadcast_id)
+                .where(Message.conversation_id == ids[0], Message.direction == "in")
+                .order_by(Message.id)
+            ).all()
+            for address, ids in threads.items()
+        }
+        stopped = session.scalar(select(ContactPoint).where(ContactPoint.address == stopping))
+        stranger_thread = session.get(Conversation, threads[stranger][0])
+    assert by_sender[known] == [("Od prej", notice_id), ("Spet jaz", notice_id)]
+    assert by_sender[new] == [("Ena", notice_id), ("Dve", notice_id), ("Tri", notice_id)]
+    assert by_sender[stranger] == [("Kdo ste?", None), ("Halo?", None)]
+    assert stranger_thread.resident_id is None
+    assert stopped.opted_out_at is not None
+    work(rt)  # the STOP confirmation goes out
+    [confirmation, _notice_sms] = standin.store.messages(channel="sms", to=stopping)
+    assert confirmation["body"].startswith("Mestni glas")
