@@ -110,12 +110,18 @@ def store(bind: Connection, channel: str, provider_event_id: str, payload: bytes
     if meta is not None:
         values["meta"] = meta
     if bind.dialect.name == "postgresql":
-        statement = postgresql.insert(InboundEvent).values(values).on_conflict_do_nothing()
-        return bind.execute(statement.returning(InboundEvent.id)).scalar()
-    # SQLite without RETURNING: a statement that returns a row keeps the write lock until the
-    # row is read, which a web thread does only when it gets the interpreter back.
-    result = bind.execute(sqlite.insert(InboundEvent).values(values).on_conflict_do_nothing())
+        return bind.execute(_STORE_POSTGRESQL, values).scalar()
+    result = bind.execute(_STORE_SQLITE, values)
     return result.lastrowid if result.rowcount == 1 else None
+
+
+# Built once: building the statement took a tenth of a webhook's time in the web server.
+_STORE_POSTGRESQL = (
+    postgresql.insert(InboundEvent).on_conflict_do_nothing().returning(InboundEvent.id)
+)
+# Without RETURNING: a statement that returns a row keeps SQLite's write lock until the row
+# is read, which a web thread does only when it gets the interpreter back.
+_STORE_SQLITE = sqlite.insert(InboundEvent).on_conflict_do_nothing()
 
 
 def drain() -> str:

@@ -3,14 +3,15 @@ record a notice as sent that nobody got, stop a whole chunk, or leak a password.
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, select
 
 from channels.sandbox.smtp import free_port
-from hub import clock
+from hub import clock, db
 from hub.broadcasts import BroadcastError, NoticeDraft, cancel_broadcast, create_broadcast
 from hub.delivery import ChunkJob, announce_emergency
 from hub.models import ContactPoint
@@ -184,3 +185,22 @@ def test_a_send_job_stops_within_its_time_budget(seeded, smtp):
     # and it comes back for the rest
     work(rt)
     assert smtp.count() == 100
+
+
+@pytest.mark.skipif(
+    not os.environ.get("HUB_TEST_DATABASE_URL"),
+    reason="PostgreSQL's connections (SQLite has none to drop)",
+)
+def test_a_pooled_connection_the_database_dropped_is_replaced_unseen(rt, monkeypatch):
+    """A restarted database (or a firewall) drops the connections idling in the pool: the
+    next request checks an idle one first and gets a new one instead of an error."""
+    monkeypatch.setattr(db, "IDLE_BEFORE_PING_S", 0.05)
+    with rt.engine.connect() as connection:
+        dropped = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    admin = create_engine(rt.settings.database_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"SELECT pg_terminate_backend({int(dropped)})")
+    admin.dispose()
+    time.sleep(0.1)
+    with rt.engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT pg_backend_pid()").scalar() != dropped
