@@ -185,6 +185,16 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[rank - 1]
 
 
+def p99_by_part(latency_of: dict[int, float], count: int, parts: int) -> list[float]:
+    """p99 in milliseconds of each of `parts` equal stretches of requests 0..count-1."""
+    size = max(1, math.ceil(count / parts))
+    stretches = [
+        [latency_of[i] * 1000 for i in range(start, min(start + size, count)) if i in latency_of]
+        for start in range(0, count, size)
+    ]
+    return [round(percentile(values, 99), 1) for values in stretches if values]
+
+
 def spread_ms(seconds: list[float]) -> dict:
     """p50/p95/p99/max in milliseconds of values given in seconds."""
     if not seconds:
@@ -378,9 +388,10 @@ class InboundBench:
         ok = [i for i, row in enumerate(rows) if 200 <= row[3] < 300]
         visible = [i for i in range(len(rows)) if (tag, i) in poller.visible]
         lost = [i for i in range(len(rows)) if (tag, i) not in poller.visible]
-        latencies = [
-            poller.visible[(tag, i)] - rows[i][1] for i in ok if (tag, i) in poller.visible
-        ]
+        latency_of = {
+            i: poller.visible[(tag, i)] - rows[i][1] for i in ok if (tag, i) in poller.visible
+        }
+        latencies = list(latency_of.values())
         sends = [row[1] for row in rows]
         span = max(sends) - min(sends) if len(sends) > 1 else 0.0
         achieved = (len(sends) - 1) / span if span else 0.0
@@ -406,6 +417,8 @@ class InboundBench:
             "jobs_at_the_end": self.queue_state,
             "errors_in_logs": self.errors_in_logs(),
             "latency_ms": latency,
+            # in send order: does the hub slow down as its tables grow during the run?
+            "latency_p99_ms_by_sixth": p99_by_part(latency_of, len(rows), 6),
             "http_response_ms": spread_ms([row[2] - row[1] for row in rows if row[3]]),
             "generator_lag_ms": spread_ms([max(0.0, row[1] - row[0]) for row in rows]),
             "stages_ms": stages,
@@ -413,6 +426,7 @@ class InboundBench:
             "polls": poller.polls,
             "poll_query_ms": spread_ms(poller.query_s),
             "out_of_order_commits": poller.out_of_order,
+            "message_ids_never_committed": poller.holes_skipped,
             "visible_status": dict(poller.statuses),
             "warmup_sent": len(sent["warmup"]),
             "conversations": self.count(select(func.count()).select_from(Conversation)),
@@ -608,6 +622,7 @@ class Poller:
         self.visible: dict[tuple[str, int], float] = {}
         self.statuses: Counter = Counter()
         self.out_of_order = 0
+        self.holes_skipped = 0
         self.polls = 0
         self.query_s: list[float] = []
         self.next_at = time.monotonic()
@@ -656,6 +671,7 @@ class Poller:
             if time.monotonic() - self.hole_since < GAP_GIVE_UP_S:
                 return
             self.floor += 1  # an id that never committed
+            self.holes_skipped += 1
             self.hole_since = None
 
     def sleep(self) -> None:

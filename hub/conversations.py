@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from flask_babel import force_locale
 from flask_babel import gettext as _
-from sqlalchemy import BigInteger, and_, column, func, literal, or_, select, tuple_, update
+from sqlalchemy import BigInteger, Select, and_, column, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -169,9 +169,8 @@ def _thread(session, channel, address, resident_id, conversation_id, now, known)
     if conversation is None and key in known.threads:
         conversation = known.threads[key]
     elif conversation is None:
-        conversation = session.scalar(
-            _latest_threads([key]).order_by(Conversation.id.desc()).limit(1)
-        )
+        [query] = _thread_queries([key])
+        conversation = session.scalar(query.order_by(Conversation.id.desc()).limit(1))
     if conversation is None:
         conversation = Conversation(
             resident_id=resident_id,
@@ -193,17 +192,31 @@ def _thread_key(channel: str, address: str, resident_id: int | None) -> tuple:
     return ("resident", resident_id) if resident_id is not None else (channel, address)
 
 
-def _latest_threads(keys: list[tuple]):
-    """The conversations of these thread keys (the caller keeps the newest of each)."""
+def _thread_queries(keys: list[tuple]) -> list[Select]:
+    """The conversations of these thread keys, a query for residents and one for unknown
+    senders (the caller keeps the newest of each key). Each uses its own index: one query
+    with OR made SQLite read every conversation."""
     residents = [key[1] for key in keys if key[0] == "resident"]
     unknown = [key for key in keys if key[0] != "resident"]
-    return select(Conversation).where(
-        or_(
-            Conversation.resident_id.in_(residents),
-            and_(
-                Conversation.resident_id.is_(None),
-                tuple_(Conversation.channel, Conversation.address).in_(unknown),
-            ),
+    queries = []
+    if residents:
+        queries.append(select(Conversation).where(Conversation.resident_id.in_(residents)))
+    if unknown:
+        by_address = _at(Conversation.channel, Conversation.address, unknown)
+        queries.append(select(Conversation).where(Conversation.resident_id.is_(None), by_address))
+    return queries
+
+
+def _at(channel_column, address_column, addresses: list[tuple[str, str]]):
+    """(channel, address) is one of `addresses`: per channel, `address IN (...)`. SQLite uses
+    an index for that, not for a row value `IN (VALUES ...)`, which read the whole table."""
+    by_channel: dict[str, list[str]] = {}
+    for channel, address in addresses:
+        by_channel.setdefault(channel, []).append(address)
+    return or_(
+        *(
+            and_(channel_column == channel, address_column.in_(channel_addresses))
+            for channel, channel_addresses in by_channel.items()
         )
     )
 
@@ -255,7 +268,7 @@ def prefetch(session: Session, addresses: list[tuple[str, str]], now: datetime) 
     addresses = list(dict.fromkeys(addresses))
     if not addresses:
         return known
-    by_address = tuple_(ContactPoint.channel, ContactPoint.address).in_(addresses)
+    by_address = _at(ContactPoint.channel, ContactPoint.address, addresses)
     for contact in session.scalars(select(ContactPoint).where(by_address)):
         known.contacts[(contact.channel, contact.address)] = contact
     residents = {a: c.resident_id for a, c in known.contacts.items()}
@@ -264,9 +277,10 @@ def prefetch(session: Session, addresses: list[tuple[str, str]], now: datetime) 
     _one_sender_at_a_time(session, senders)
     known.locked.update(senders)
     known.threads = dict.fromkeys(keys)
-    for conversation in session.scalars(_latest_threads(keys).order_by(Conversation.id)):
-        key = _thread_key(conversation.channel, conversation.address, conversation.resident_id)
-        known.threads[key] = conversation  # in id order: the newest stays
+    for query in _thread_queries(keys):
+        for conversation in session.scalars(query.order_by(Conversation.id)):
+            key = _thread_key(conversation.channel, conversation.address, conversation.resident_id)
+            known.threads[key] = conversation  # in id order: the newest stays
     contact_ids = [c.id for c in known.contacts.values()]
     known.notices = dict.fromkeys(contact_ids)
     for notice, contact_id, _sent in session.execute(

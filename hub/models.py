@@ -272,6 +272,8 @@ Index("ix_deliveries_status_not_before", Delivery.status, Delivery.not_before)
 Index("ix_deliveries_resident", Delivery.resident_id)
 # Provider status callbacks find their delivery by the provider's message id.
 Index("ix_deliveries_provider_id", Delivery.provider_id)
+# A reply is linked to the last notice sent to its address (hub.conversations).
+Index("ix_deliveries_contact_point_sent", Delivery.contact_point_id, Delivery.sent_at)
 
 
 class ConversationStatus:
@@ -309,6 +311,15 @@ class InboundEvent(Base):
 
 # The sweeper looks for events stored but not processed (processed_at IS NULL).
 Index("ix_inbound_events_processed_received", InboundEvent.processed_at, InboundEvent.received_at)
+# Drains claim the waiting events oldest first. Without it PostgreSQL walked the primary key
+# past every processed event, so each claim got slower as the table grew.
+_WAITING = InboundEvent.processed_at.is_(None) & InboundEvent.outcome.is_(None)
+Index(
+    "ix_inbound_events_waiting",
+    InboundEvent.id,
+    postgresql_where=_WAITING,
+    sqlite_where=_WAITING,
+)
 
 
 class Conversation(Base):
