@@ -5,8 +5,8 @@ job on the `high` queue, which hands the message to hub.conversations.receive().
 The jobs drain in batches: storing an event asks for a drain job unless one is already
 waiting, and a drain takes every waiting event (oldest first, up to BATCH at a time, in one
 transaction), so at 200 replies a second a worker runs a few jobs and commits a second, not
-200. A lone reply still starts a drain at once. Two drains at once never take the same event
-(PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: one writer, so one drain at a time), and never
+200. A lone reply still starts a drain at once (after GATHER_S). Two drains at once never take
+the same event (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: drains take turns), and never
 reorder one sender's messages: an event whose sender has an older one in another drain's hands
 waits for it. A worker that dies mid-batch leaves its events unprocessed (the transaction never
 commits) and the sweeper asks for a drain again."""
