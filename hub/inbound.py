@@ -272,7 +272,7 @@ def _claim(session: Session, limit: int, only: int | None) -> Sequence[InboundEv
     return session.scalars(query.with_for_update(skip_locked=True)).all()
 
 
-def _senders_held_elsewhere(session: Session, claimed: list[int]) -> dict[str, int]:
+def _senders_held_elsewhere(session: Session, claimed: list[int]) -> dict[tuple[str, str], int]:
     """Sender -> the oldest of their events older than ours that we did not claim (another
     drain holds it, or it was stored after our claim): ours from that sender must wait."""
     if not claimed:

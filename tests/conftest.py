@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, make_url, text
 
 from channels.sandbox.http import StandinServer
-from channels.sandbox.smtp import free_port, start_smtp_standin
+from channels.sandbox.smtp import free_port, start_smtp_standin, xdist_worker_number
 from channels.sandbox.store import SandboxStore
 from hub import clock, create_app, providers
 from hub.adapters import close_senders
@@ -25,16 +25,10 @@ from hub.delivery import run_in_loop
 from hub.migrate import upgrade
 
 
-def _xdist_worker_number() -> int | None:
-    """0 for pytest-xdist's gw0 and so on; None when the suite runs in one process."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    return int(worker[2:]) if worker.startswith("gw") else None
-
-
 def _worker_database_url(url: str) -> str:
     """Under pytest-xdist each worker gets a database of its own beside HUB_TEST_DATABASE_URL's
     (test_gw0, test_gw1, ...), created on first use: the suite truncates between tests."""
-    worker = _xdist_worker_number()
+    worker = xdist_worker_number()
     if not url or worker is None:
         return url
     base = make_url(url)
@@ -52,7 +46,7 @@ def _worker_database_url(url: str) -> str:
 
 def _worker_redis_url(url: str) -> str:
     """Under pytest-xdist each worker flushes a Redis database of its own: 15, 14, 13, ..."""
-    worker = _xdist_worker_number()
+    worker = xdist_worker_number()
     if not url or worker is None:
         return url
     base, _, number = url.rpartition("/")

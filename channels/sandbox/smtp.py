@@ -6,6 +6,7 @@ addresses at tempfail.example get 451 4.2.1 (try later). Everything else is acce
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import socket
@@ -90,6 +91,7 @@ def free_port() -> int:
     raise RuntimeError(f"no free port in {start}-{start + _PORT_BLOCK - 1}")
 
 
+@functools.cache
 def _low_port_start() -> int:
     try:
         ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
@@ -100,10 +102,16 @@ def _low_port_start() -> int:
 
 def _process_block() -> int:
     """Blocks 0-3 for pytest-xdist workers gw0-gw3, the others by process id."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    if worker.startswith("gw") and worker[2:].isdigit() and int(worker[2:]) < 4:
-        return int(worker[2:])
+    worker = xdist_worker_number()
+    if worker is not None and worker < 4:
+        return worker
     return 4 + os.getpid() % (_PORT_BLOCKS - 4)
+
+
+def xdist_worker_number() -> int | None:
+    """0 for pytest-xdist's worker gw0 and so on; None outside a pytest-xdist worker."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else None
 
 
 def start_smtp_standin(store_path: Path | str, port: int, host: str = "127.0.0.1") -> Controller:

@@ -134,7 +134,10 @@ def reset_password(user_id: int):
 
 
 def _names_from_form() -> dict[str, str]:
-    return {code: request.form.get(f"name_{code}", "") for code in _rt().settings.locales}
+    """The name in each language, as the form gave them, cleaned (raises CatalogueError)."""
+    settings = _rt().settings
+    given = {code: request.form.get(f"name_{code}", "") for code in settings.locales}
+    return catalogue.clean_names(given, settings.locales, settings.default_locale)
 
 
 def _catalogue_page(kind: str, status: int = 200, error: str = "", form=None):
@@ -168,9 +171,7 @@ def catalogue_create(kind: str):
     rt = _rt()
     try:
         slug = catalogue.clean_slug(request.form.get("slug", ""))
-        names = catalogue.clean_names(
-            _names_from_form(), rt.settings.locales, rt.settings.default_locale
-        )
+        names = _names_from_form()
         with rt.session() as db:
             catalogue.create_entry(
                 db, catalogue.KINDS[kind], slug=slug, names=names, actor=current_staff().email
@@ -211,9 +212,7 @@ def catalogue_edit(kind: str, slug: str):
 def catalogue_rename(kind: str, slug: str):
     rt = _rt()
     try:
-        names = catalogue.clean_names(
-            _names_from_form(), rt.settings.locales, rt.settings.default_locale
-        )
+        names = _names_from_form()
         with rt.session() as db:
             catalogue.rename_entry(
                 db, catalogue.KINDS[kind], slug=slug, names=names, actor=current_staff().email
